@@ -1,0 +1,163 @@
+"""`adc` command line: argument parsing and dispatch only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from adc import __version__
+
+DEFAULT_CONFIG = "appliance.toml"
+
+
+def _setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _load_or_report(path: str):
+    from adc.config.check import check_config
+    from adc.config.load import ConfigError, load
+
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return None
+    errors, warnings = check_config(config, path)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if errors:
+        for line in errors:
+            print(line, file=sys.stderr)
+        print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
+        return None
+    return config
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.file)
+    if config is None:
+        return 1
+    servers = sum(len(p.servers) for p in config.pools.values())
+    listeners = sum(len(vs.listen) for vs in config.virtual_servers.values())
+    print(
+        f"{args.file}: OK: {len(config.virtual_servers)} virtual server(s) on {listeners} listener(s), "
+        f"{len(config.pools)} pool(s) with {servers} real server(s), {len(config.profiles)} profile(s)"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    log = logging.getLogger("adc")
+    from adc.tls.devcerts import ensure_for_config
+
+    created = ensure_for_config(args.file)
+    for line in created:
+        log.info(line)
+    config = _load_or_report(args.file)
+    if config is None:
+        return 1
+    import uvloop
+
+    from adc.appliance import Appliance
+    from adc.engine.listener import ListenError
+
+    async def main() -> int:
+        demo = None
+        if args.demo:
+            from adc.demo import DemoServers
+
+            demo = DemoServers(config)
+            await demo.start()
+        appliance = Appliance(config)
+        try:
+            await appliance.serve()
+        except ListenError as exc:
+            for line in str(exc).splitlines():
+                log.error("%s", line)
+            return 1
+        finally:
+            if demo is not None:
+                await demo.stop()
+        return 0
+
+    try:
+        return uvloop.run(main())
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from adc.tls import certs
+
+    certs_dir = Path(args.dir)
+    if args.action == "init":
+        return certs.cmd_certs_init(certs_dir, args.name or [], args.key_type)
+    return certs.cmd_certs_show(certs_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adc", description="adc application delivery controller")
+    parser.add_argument("--version", action="version", version=f"adc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the appliance")
+    p.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    p.add_argument("--demo", action="store_true", help="also start demo real servers on loopback")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate the configuration; exit 0 or 1")
+    p.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("certs", help="development certificates")
+    p.add_argument("action", choices=["init", "show"])
+    p.add_argument("--dir", default="certs", help="certificate directory (default: ./certs)")
+    p.add_argument("--name", action="append", help="extra DNS name or IP for the server certificate")
+    p.add_argument("--key-type", default="ec", choices=["ec", "rsa"])
+    p.set_defaults(func=cmd_certs)
+
+    for name, helptext in (("status", "show the running appliance"), ("reload", "reload the configuration")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+        p.add_argument("--admin", help="admin address (default: from the configuration file)")
+        p.set_defaults(func=_admin_command(name))
+
+    p = sub.add_parser("dashboard", help="the terminal dashboard")
+    p.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    p.add_argument("--admin", help="admin address: unix:PATH or host:port")
+    p.add_argument("--token", help="admin token for a TCP admin address")
+    p.set_defaults(func=_dashboard)
+    return parser
+
+
+def _admin_command(name: str):
+    def run(args: argparse.Namespace) -> int:
+        from adc.runtime import admin_cli
+
+        return admin_cli.main(name, args)
+
+    return run
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from adc.dashboard.app import main as dashboard_main
+
+    return dashboard_main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

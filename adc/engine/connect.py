@@ -1,0 +1,107 @@
+"""Dialling real servers: pick, connect with `timeout_connect`, retry elsewhere.
+
+Shared by the Layer-4 engine and the Layer-7 engine. A failed attempt is counted
+on the real server (and reported to the pool, where passive health checking may
+act on it) and another server is tried, up to `Profile.connect_retries` times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import Callable, TypeVar
+
+from adc.config.model import Profile
+from adc.pools.balancers import PickContext
+from adc.pools.pool import CheckResult, PoolRuntime, RealServerRuntime
+
+log = logging.getLogger("adc.connect")
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+
+class NoServerAvailable(Exception):
+    """No real server of the pool could be reached; `reason` says why."""
+
+    def __init__(self, reason: str, tls_failure: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.tls_failure = tls_failure
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "connect timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}".rstrip()
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or exc.__class__.__name__
+    return str(exc) or exc.__class__.__name__
+
+
+async def connect_server(
+    pool: PoolRuntime,
+    ctx: PickContext,
+    profile: Profile,
+    protocol_factory: Callable[[], P],
+    *,
+    host: str | None = None,
+    exclude: frozenset[str] = frozenset(),
+    first: RealServerRuntime | None = None,
+) -> tuple[RealServerRuntime, asyncio.Transport, P]:
+    """Connect to a real server of `pool`; the server's connection count is taken.
+
+    The caller owns the returned server slot and must `pool.drop(rs)` when done.
+    `first` forces the first attempt (persistence); `host` is the request's Host
+    (for server SSL `sni = "@host"`). Raises `NoServerAvailable`.
+    """
+    loop = asyncio.get_running_loop()
+    tried: set[str] = set(exclude)
+    reasons: list[str] = []
+    tls_failure = False
+    for attempt in range(1 + profile.connect_retries):
+        rs = first if (attempt == 0 and first is not None and first.usable) else pool.pick(ctx, tried)
+        if rs is None:
+            break
+        tried.add(rs.name)
+        pool.take(rs)
+        kwargs: dict = {}
+        if pool.ssl is not None:
+            ssl_ctx, server_hostname = pool.ssl.for_server(rs, host)
+            kwargs = {"ssl": ssl_ctx, "server_hostname": server_hostname}
+            if profile.timeout_connect > 0:
+                kwargs["ssl_handshake_timeout"] = profile.timeout_connect
+        started = time.monotonic()
+        try:
+            coro = loop.create_connection(protocol_factory, rs.address.host, rs.address.port, **kwargs)
+            if profile.timeout_connect > 0:
+                transport, protocol = await asyncio.wait_for(coro, profile.timeout_connect)
+            else:
+                transport, protocol = await coro
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            pool.drop(rs)
+            reason = describe_error(exc)
+            is_tls = isinstance(exc, ssl.SSLError)
+            tls_failure = tls_failure or is_tls
+            rs.counters.connect_failures += 1
+            rs.counters.error("tls" if is_tls else "connect")
+            pool.counters.connect_failures += 1
+            if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+                rs.counters.timeouts += 1
+            log.warning("pool %s server %s (%s): %s", pool.name, rs.name, rs.address, reason)
+            reasons.append(f"{rs.name}: {reason}")
+            pool.connect_failed(rs, CheckResult(False, f"live traffic: {reason}", time.monotonic() - started))
+            continue
+        except asyncio.CancelledError:
+            pool.drop(rs)
+            raise
+        return rs, transport, protocol  # type: ignore[return-value]
+    if not reasons:
+        raise NoServerAvailable(f"pool {pool.name}: no server available")
+    raise NoServerAvailable(f"pool {pool.name}: " + "; ".join(reasons), tls_failure)

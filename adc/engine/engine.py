@@ -1,0 +1,161 @@
+"""The engine: virtual servers, their listeners, and the real-server pools."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+from adc.config.model import Address, Config, Profile, ProfileType, VirtualServer
+from adc.engine.listener import ListenError, bound_addresses, listen
+from adc.pools.pool import PoolRuntime
+from adc.runtime.accesslog import AccessLog
+from adc.runtime.stats import Counters, Stats
+
+log = logging.getLogger("adc.engine")
+
+
+class Closable(Protocol):
+    def close(self, reason: str = ...) -> None: ...
+
+
+class VirtualServerRuntime:
+    """One virtual server: its current configuration, listeners and live connections.
+
+    Protocol objects read `config`/`profile` when a connection arrives, so swapping
+    them (reload) affects new connections only.
+    """
+
+    def __init__(self, engine: "Engine", config: VirtualServer, profile: Profile):
+        self.engine = engine
+        self.name = config.name
+        self.config = config
+        self.profile = profile
+        self.counters: Counters = engine.stats.vs(config.name)
+        self.listeners: dict[Address, asyncio.Server] = {}
+        self.connections: set[Closable] = set()
+        self.stopping = False
+        self.client_ssl: Any = None  # ssl.SSLContext for https
+
+    def factory(self) -> asyncio.BaseProtocol:
+        if self.profile.type is ProfileType.TCP:
+            from adc.engine.l4 import L4Accept
+
+            return L4Accept(self)
+        from adc.engine.l7 import ClientProtocol
+
+        return ClientProtocol(self)
+
+    async def open(self, address: Address) -> asyncio.Server:
+        server = await listen(
+            self.name,
+            address,
+            self.factory,
+            backlog=self.config.backlog,
+            ssl_context=self.client_ssl,
+            ssl_handshake_timeout=self.profile.timeout_tls_handshake or None,
+        )
+        self.listeners[address] = server
+        return server
+
+    def addresses(self) -> list[str]:
+        out: list[str] = []
+        for server in self.listeners.values():
+            out.extend(bound_addresses(server))
+        return out
+
+    def stop_accepting(self) -> None:
+        self.stopping = True
+        for server in self.listeners.values():
+            server.close()
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "profile": self.profile.name,
+            "type": self.profile.type.value,
+            "listen": [str(a) for a in self.config.listen],
+            "bound": self.addresses(),
+            "pool": self.config.pool,
+            "routes": len(self.config.routes),
+            "max_connections": self.config.max_connections,
+            "state": "stopping" if self.stopping else "listening",
+        }
+
+
+class Engine:
+    def __init__(self, config: Config, stats: Stats | None = None, access_log: AccessLog | None = None):
+        self.config = config
+        self.stats = stats or Stats()
+        self.access_log = access_log or AccessLog(config.appliance.access_log, config.appliance.access_log_format)
+        self.pools: dict[str, PoolRuntime] = {}
+        self.virtual_servers: dict[str, VirtualServerRuntime] = {}
+        self.started = time.monotonic()
+
+    # ------------------------------------------------------------------ building
+
+    def build_pool(self, name: str) -> PoolRuntime:
+        cfg = self.config.pools[name]
+        pool = PoolRuntime(cfg, self.stats)
+        if cfg.server_ssl is not None:
+            from adc.tls.contexts import ServerTLS
+
+            pool.ssl = ServerTLS(self.config.server_ssl[cfg.server_ssl])
+        return pool
+
+    def build_virtual_server(self, name: str) -> VirtualServerRuntime:
+        cfg = self.config.virtual_servers[name]
+        profile = self.config.profiles[cfg.profile]
+        vs = VirtualServerRuntime(self, cfg, profile)
+        if profile.type is ProfileType.HTTPS:
+            from adc.tls.contexts import build_client_ssl
+
+            assert profile.client_ssl is not None
+            vs.client_ssl = build_client_ssl(profile.client_ssl)
+        return vs
+
+    async def start(self) -> None:
+        """Open every listener; on any failure close what was opened and raise ListenError."""
+        for name in self.config.pools:
+            self.pools[name] = self.build_pool(name)
+        for name in self.config.virtual_servers:
+            self.virtual_servers[name] = self.build_virtual_server(name)
+        errors: list[str] = []
+        for vs in self.virtual_servers.values():
+            for address in vs.config.listen:
+                try:
+                    await vs.open(address)
+                except ListenError as exc:
+                    errors.append(str(exc))
+        if errors:
+            for vs in self.virtual_servers.values():
+                vs.stop_accepting()
+            raise ListenError("\n".join(errors))
+        for vs in self.virtual_servers.values():
+            for addr in vs.addresses():
+                log.info("virtual_server %s listening on %s (profile %s)", vs.name, addr, vs.profile.name)
+
+    # ------------------------------------------------------------------ stopping
+
+    def live_connections(self) -> int:
+        return sum(len(vs.connections) for vs in self.virtual_servers.values())
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let live connections finish within `grace`, then close the rest."""
+        grace = self.config.appliance.grace if grace is None else grace
+        for vs in self.virtual_servers.values():
+            vs.stop_accepting()
+        live = self.live_connections()
+        if live:
+            log.info("stopping: waiting up to %.1fs for %d live connection(s)", grace, live)
+        deadline = time.monotonic() + grace
+        while self.live_connections() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        left = [c for vs in self.virtual_servers.values() for c in list(vs.connections)]
+        if left:
+            log.info("stopping: closing %d connection(s) still open after the grace period", len(left))
+            for conn in left:
+                conn.close("appliance stopping")
+        await asyncio.sleep(0)
+        self.access_log.close()

@@ -1,0 +1,285 @@
+"""The byte relay: Layer-4 sessions and WebSocket tunnels after a 101.
+
+Two transports, one `_Side` protocol on each. Bytes read on one side are written to
+the other unchanged (no copy beyond the event loop's read buffer). Backpressure is
+paired: when a side's write buffer passes its high-water mark the event loop calls
+its `pause_writing()`, which pauses reading on the *other* transport; `resume_writing()`
+resumes it. Memory per session is therefore bounded by about two write buffers plus
+two read chunks, whatever the peers do.
+
+Half-close is propagated (`write_eof` where the transport can; a TLS transport cannot,
+so it is closed once its buffer is flushed), after which that side's fin timeout
+applies. Idleness uses one lazily re-armed timer per session: the data path only
+stamps `last_activity`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from adc.runtime.stats import Session
+
+log = logging.getLogger("adc.relay")
+
+WRITE_HIGH_WATER_BYTES = 256 * 1024
+
+
+class _Side(asyncio.Protocol):
+    __slots__ = ("relay", "transport", "out", "is_client", "eof", "lost", "paused_peer")
+
+    def __init__(self, relay: "Relay", is_client: bool):
+        self.relay = relay
+        self.is_client = is_client
+        self.transport: asyncio.Transport | None = None
+        self.out: asyncio.Transport | None = None  # the other side's transport
+        self.eof = False  # this side sent EOF to us
+        self.lost = False
+        self.paused_peer = False
+
+    # The transport may come through connection_made (a fresh connection) or through
+    # Relay.attach (a transport handed over by the Layer-7 engine via set_protocol).
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.relay._attach(self, transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        out = self.out
+        if out is None:  # cannot happen after start(); keep bytes safe anyway
+            self.relay._early(self, data)
+            return
+        out.write(data)
+        s = self.relay.session
+        if self.is_client:
+            s.bytes_in += len(data)
+        else:
+            s.bytes_out += len(data)
+        s.last_activity = time.monotonic()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.out is None:  # before start(): replayed in order by start()
+            self.relay._early(self, None)
+            return True
+        return self.relay._half_closed(self)
+
+    def pause_writing(self) -> None:
+        # our outgoing buffer is full: stop reading from the side that fills it
+        peer = self.relay._peer(self)
+        if peer is not None and peer.transport is not None and not peer.lost:
+            self.paused_peer = True
+            try:
+                peer.transport.pause_reading()
+            except (RuntimeError, AttributeError):
+                pass
+
+    def resume_writing(self) -> None:
+        peer = self.relay._peer(self)
+        if self.paused_peer and peer is not None and peer.transport is not None and not peer.lost:
+            self.paused_peer = False
+            if not peer.eof:
+                try:
+                    peer.transport.resume_reading()
+                except (RuntimeError, AttributeError):
+                    pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.relay._lost(self, exc)
+
+
+class Relay:
+    """Relays bytes between a client transport and a real-server transport."""
+
+    __slots__ = (
+        "session", "client", "server", "idle_timeout", "client_fin_timeout", "server_fin_timeout",
+        "high_water", "loop", "timer", "closed", "reason", "on_close", "started", "_early_buf",
+    )
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        idle_timeout: float,
+        client_fin_timeout: float,
+        server_fin_timeout: float,
+        high_water: int = WRITE_HIGH_WATER_BYTES,
+        on_close: Callable[["Relay", str], None] | None = None,
+    ):
+        self.session = session
+        self.client = _Side(self, True)
+        self.server = _Side(self, False)
+        self.idle_timeout = idle_timeout
+        self.client_fin_timeout = client_fin_timeout
+        self.server_fin_timeout = server_fin_timeout
+        self.high_water = high_water
+        self.loop = asyncio.get_running_loop()
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.reason = ""
+        self.on_close = on_close
+        self.started = False
+        self._early_buf: list[tuple[_Side, bytes | None]] = []
+        session.closer = self.close
+
+    # ------------------------------------------------------------------ wiring
+
+    def attach(self, client: asyncio.Transport, server: asyncio.Transport) -> None:
+        """Take over two live transports (the Layer-7 engine's hand-over after a 101)."""
+        client.set_protocol(self.client)
+        server.set_protocol(self.server)
+        self._attach(self.client, client)
+        self._attach(self.server, server)
+
+    def _attach(self, side: _Side, transport: asyncio.Transport) -> None:
+        side.transport = transport
+        transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)
+        if not self.started:
+            transport.pause_reading()  # nothing flows until start()
+
+    def _peer(self, side: _Side) -> _Side | None:
+        return self.server if side is self.client else self.client
+
+    def start(self, client_leftover: bytes = b"", server_leftover: bytes = b"") -> None:
+        """Both transports attached: send what each side already sent, then relay."""
+        c, s = self.client, self.server
+        assert c.transport is not None and s.transport is not None
+        c.out, s.out = s.transport, c.transport
+        self.started = True
+        if client_leftover:
+            s.transport.write(client_leftover)
+            self.session.bytes_in += len(client_leftover)
+        if server_leftover:
+            c.transport.write(server_leftover)
+            self.session.bytes_out += len(server_leftover)
+        early, self._early_buf = self._early_buf, []
+        for side, data in early:
+            if data is None:
+                self._half_closed(side)
+            else:
+                side.data_received(data)
+        if self.closed:
+            return
+        self.session.last_activity = time.monotonic()
+        for side in (c, s):
+            if side.lost:
+                self._lost(side, None)
+                return
+        # resume reading unless the opposite write buffer is already full
+        if not c.eof and s.transport.get_write_buffer_size() < self.high_water:
+            c.transport.resume_reading()
+        if not s.eof and c.transport.get_write_buffer_size() < self.high_water:
+            s.transport.resume_reading()
+        self._arm(self._timeout())
+
+    def _early(self, side: _Side, data: bytes | None) -> None:
+        # the event loop may deliver bytes (or EOF) before start(); keep them, bounded
+        self._early_buf.append((side, data))
+        if data is not None and side.transport is not None:
+            if sum(len(d) for _, d in self._early_buf if d) >= self.high_water:
+                side.transport.pause_reading()
+
+    # ------------------------------------------------------------------ timers
+
+    def _timeout(self) -> float:
+        c, s = self.client, self.server
+        if c.eof and s.eof:
+            return 0.001
+        if c.eof:
+            return self.client_fin_timeout or self.idle_timeout
+        if s.eof:
+            return self.server_fin_timeout or self.idle_timeout
+        return self.idle_timeout
+
+    def _arm(self, delay: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if delay > 0 and not self.closed:
+            self.timer = self.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        timeout = self._timeout()
+        idle = time.monotonic() - self.session.last_activity
+        if idle >= timeout - 0.001:
+            half = self.client.eof or self.server.eof
+            self.session.vs_counters.timeouts += 1
+            self.session.vs_counters.error("timeout")
+            self.close("fin timeout" if half else "idle timeout")
+        else:
+            self._arm(timeout - idle)
+
+    # ------------------------------------------------------------------ half-close and close
+
+    def _half_closed(self, side: _Side) -> bool:
+        if side.is_client:
+            self.session.client_fin = True
+        else:
+            self.session.server_fin = True
+        peer = self._peer(side)
+        if self.client.eof and self.server.eof:
+            self.close("closed by both sides")
+            return True
+        if peer is not None and peer.transport is not None and not peer.lost:
+            try:
+                if peer.transport.can_write_eof():
+                    peer.transport.write_eof()
+                else:
+                    # TLS cannot half-close: finish the flush, then close that side
+                    peer.transport.close()
+            except (RuntimeError, OSError):
+                peer.transport.close()
+        self._arm(self._timeout())
+        return True  # keep our transport open for the other direction
+
+    def _lost(self, side: _Side, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        who = "client" if side.is_client else "server"
+        if exc is not None:
+            self.close(f"{who} error: {exc.__class__.__name__}")
+            return
+        peer = self._peer(side)
+        if not self.started:
+            self.close(f"{who} closed")
+            return
+        if peer is not None and (peer.lost or peer.eof):
+            self.close("closed")
+            return
+        # one side fully closed: the other side gets what is buffered, then EOF/close
+        if peer is not None and peer.transport is not None:
+            side.eof = True
+            if side.is_client:
+                self.session.client_fin = True
+            else:
+                self.session.server_fin = True
+            try:
+                if peer.transport.can_write_eof():
+                    peer.transport.write_eof()
+                    self._arm(self._timeout())
+                    return
+            except (RuntimeError, OSError):
+                pass
+        self.close(f"{who} closed")
+
+    def close(self, reason: str = "closed", abort: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.reason = reason
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for side in (self.client, self.server):
+            t = side.transport
+            if t is not None and not side.lost:
+                if abort:
+                    t.abort()
+                else:
+                    t.close()
+        if self.on_close is not None:
+            self.on_close(self, reason)

@@ -1,0 +1,107 @@
+"""Shared test fixtures: uvloop, free ports, an appliance started from TOML text."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import textwrap
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
+
+import pytest
+import uvloop
+
+from adc.appliance import Appliance
+from adc.config.load import load
+
+
+def pytest_asyncio_loop_factories(config, item):
+    return {"uvloop": uvloop.new_event_loop}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[str], Path]:
+    """Write an appliance.toml (dedented) into a fresh directory and return its path."""
+
+    def write(text: str, name: str = "appliance.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture
+async def appliance_factory(write_config) -> AsyncIterator[Callable[[str], Awaitable[Appliance]]]:
+    """Start appliances from TOML text; all are stopped at the end of the test."""
+    started: list[Appliance] = []
+
+    async def start(text: str) -> Appliance:
+        header = '[appliance]\nname = "test"\nadmin = "off"\naccess_log = "off"\n'
+        if "[appliance]" in text:
+            header = ""
+        appliance = Appliance(load(write_config(header + textwrap.dedent(text))))
+        await appliance.start()
+        started.append(appliance)
+        return appliance
+
+    yield start
+    for appliance in started:
+        await appliance.stop(grace=0)
+
+
+class EchoServer(asyncio.Protocol):
+    """A real TCP echo server; counts the connections it accepted."""
+
+    accepted = 0
+
+    def __init__(self, owner: "Backend"):
+        self.owner = owner
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.owner.accepted += 1
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+    def eof_received(self):
+        self.transport.write_eof()
+        return True
+
+
+class Backend:
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self, port: int = 0, factory=None) -> "Backend":
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(factory or (lambda: EchoServer(self)), "127.0.0.1", port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[Callable[..., Awaitable[Backend]]]:
+    made: list[Backend] = []
+
+    async def make(factory=None) -> Backend:
+        b = await Backend().start(factory=factory)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        await b.stop()

@@ -1,0 +1,260 @@
+"""Layer-4 virtual servers on real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+import pytest
+
+from adc.engine.listener import ListenError
+from tests.conftest import free_port
+
+
+def l4_config(port: int, servers: str, extra_pool: str = "", extra_vs: str = "", profile: str = "tcp") -> str:
+    return f"""
+    [virtual_server.l4]
+    listen = "127.0.0.1:{port}"
+    profile = "{profile}"
+    pool = "p"
+    {extra_vs}
+
+    [pool.p]
+    {extra_pool}
+    servers = [{servers}]
+    """
+
+
+async def test_random_bytes_both_ways_are_exact(appliance_factory, backends):
+    received = bytearray()
+    done = asyncio.Event()
+
+    class Sink(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+            t.write(payload_down)
+            t.write_eof()
+
+        def data_received(self, data):
+            received.extend(data)
+
+        def eof_received(self):
+            done.set()
+
+    payload_up = os.urandom(1 << 20)
+    payload_down = os.urandom(1 << 20)
+    backend = await backends(factory=Sink)
+    port = free_port()
+    await appliance_factory(l4_config(port, f'{{ name = "a", address = "127.0.0.1:{backend.port}" }}'))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload_up)
+    writer.write_eof()
+    down = await asyncio.wait_for(reader.read(-1), 10)
+    await asyncio.wait_for(done.wait(), 10)
+    writer.close()
+    assert hashlib.sha256(down).hexdigest() == hashlib.sha256(payload_down).hexdigest()
+    assert hashlib.sha256(received).hexdigest() == hashlib.sha256(payload_up).hexdigest()
+
+
+async def test_half_close_client_first(appliance_factory, backends):
+    """Client half-closes; the server still answers after seeing EOF."""
+    backend = await backends()  # echo: answers EOF with EOF after echoing
+    port = free_port()
+    await appliance_factory(l4_config(port, f'{{ name = "a", address = "127.0.0.1:{backend.port}" }}'))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"hello")
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(-1), 5) == b"hello"
+    writer.close()
+
+
+async def test_half_close_server_first(appliance_factory, backends):
+    """The server half-closes first; the client can still send and the server reads it."""
+    got = asyncio.Queue()
+
+    class Greeter(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+            self.buf = b""
+            t.write(b"banner")
+            t.write_eof()
+
+        def data_received(self, data):
+            self.buf += data
+
+        def eof_received(self):
+            got.put_nowait(self.buf)
+
+    backend = await backends(factory=Greeter)
+    port = free_port()
+    await appliance_factory(l4_config(port, f'{{ name = "a", address = "127.0.0.1:{backend.port}" }}'))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await asyncio.wait_for(reader.read(-1), 5) == b"banner"  # EOF from the server arrived
+    writer.write(b"still talking")
+    writer.write_eof()
+    assert await asyncio.wait_for(got.get(), 5) == b"still talking"
+    writer.close()
+
+
+async def test_failover_when_a_server_refuses(appliance_factory, backends):
+    backend = await backends()
+    dead = free_port()
+    port = free_port()
+    app = await appliance_factory(
+        l4_config(
+            port,
+            f'{{ name = "dead", address = "127.0.0.1:{dead}" }}, {{ name = "live", address = "127.0.0.1:{backend.port}" }}',
+        )
+    )
+    for i in range(6):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"ping %d" % i)
+        assert await asyncio.wait_for(reader.readexactly(6), 5) == b"ping %d" % i
+        writer.close()
+    assert backend.accepted == 6
+    assert app.stats.server("p", "dead").connect_failures >= 1
+
+
+async def test_no_server_closes_client_promptly(appliance_factory, caplog):
+    port = free_port()
+    await appliance_factory(l4_config(port, f'{{ name = "dead", address = "127.0.0.1:{free_port()}" }}'))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        data = await asyncio.wait_for(reader.read(10), 5)
+    except ConnectionResetError:
+        data = b""
+    assert data == b""
+    writer.close()
+    assert "connection refused" in caplog.text
+
+
+async def test_weighted_round_robin_over_1000_connections(appliance_factory, backends):
+    bs = [await backends() for _ in range(3)]
+    port = free_port()
+    servers = ", ".join(
+        f'{{ name = "s{i}", address = "127.0.0.1:{b.port}", weight = {i + 1} }}' for i, b in enumerate(bs)
+    )
+    await appliance_factory(l4_config(port, servers))
+
+    async def one(i: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"x")
+        await reader.readexactly(1)
+        writer.close()
+
+    for batch in range(0, 1000, 50):
+        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(batch, batch + 50))), 20)
+    counts = [b.accepted for b in bs]
+    assert sum(counts) == 1000
+    for i, c in enumerate(counts):
+        expected = 1000 * (i + 1) / 6
+        assert abs(c - expected) <= 0.05 * expected, counts
+
+
+async def test_port_in_use_names_the_virtual_server(appliance_factory):
+    holder = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = holder.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ListenError) as err:
+            await appliance_factory(l4_config(port, '{ name = "a", address = "127.0.0.1:9" }'))
+        assert str(err.value) == f"virtual_server.l4: cannot listen on 127.0.0.1:{port}: address already in use"
+    finally:
+        holder.close()
+
+
+async def test_graceful_stop_lets_transfer_finish(appliance_factory, backends):
+    class Slow(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+            asyncio.ensure_future(self.send())
+
+        async def send(self):
+            for _ in range(10):
+                self.t.write(b"x" * 1000)
+                await asyncio.sleep(0.05)
+            self.t.close()
+
+    backend = await backends(factory=Slow)
+    port = free_port()
+    app = await appliance_factory(l4_config(port, f'{{ name = "a", address = "127.0.0.1:{backend.port}" }}'))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    first = await asyncio.wait_for(reader.readexactly(1000), 5)
+    stop = asyncio.ensure_future(app.stop(grace=5))
+    await asyncio.sleep(0.05)
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)  # no longer accepting
+    rest = await asyncio.wait_for(reader.read(-1), 5)
+    assert len(first) + len(rest) == 10_000
+    await asyncio.wait_for(stop, 5)
+    writer.close()
+
+
+async def test_grace_expiry_closes_the_rest(appliance_factory, backends):
+    backend = await backends()
+    port = free_port()
+    app = await appliance_factory(l4_config(port, f'{{ name = "a", address = "127.0.0.1:{backend.port}" }}'))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"hi")
+    await reader.readexactly(2)
+    await asyncio.wait_for(app.stop(grace=0.2), 3)
+    assert await asyncio.wait_for(reader.read(10), 3) == b""
+    writer.close()
+
+
+async def test_idle_timeout_closes_session(appliance_factory, backends, write_config):
+    backend = await backends()
+    port = free_port()
+    app = await appliance_factory(
+        l4_config(port, f'{{ name = "a", address = "127.0.0.1:{backend.port}" }}', profile="fast")
+        + '[profile.fast]\ntype = "tcp"\ntimeout_client = "200ms"\ntimeout_server = "200ms"\n'
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"hi")
+    await reader.readexactly(2)
+    assert await asyncio.wait_for(reader.read(10), 3) == b""  # closed by the idle timeout
+    assert app.stats.vs("l4").timeouts == 1
+    writer.close()
+
+
+async def test_max_connections_per_virtual_server(appliance_factory, backends):
+    backend = await backends()
+    port = free_port()
+    app = await appliance_factory(
+        l4_config(port, f'{{ name = "a", address = "127.0.0.1:{backend.port}" }}', extra_vs="max_connections = 2")
+    )
+    held = []
+    for _ in range(2):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"a")
+        await r.readexactly(1)
+        held.append(w)
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        assert await asyncio.wait_for(r.read(1), 3) == b""
+    except ConnectionResetError:
+        pass
+    assert app.stats.vs("l4").rejected == 1
+    for x in held + [w]:
+        x.close()
+
+
+async def test_max_connections_per_real_server_overflows_elsewhere(appliance_factory, backends):
+    b1, b2 = await backends(), await backends()
+    port = free_port()
+    await appliance_factory(
+        l4_config(
+            port,
+            f'{{ name = "a", address = "127.0.0.1:{b1.port}", max_connections = 1 }}, '
+            f'{{ name = "b", address = "127.0.0.1:{b2.port}", weight = 1 }}',
+        )
+    )
+    held = []
+    for _ in range(3):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"a")
+        await r.readexactly(1)
+        held.append(w)
+    assert (b1.accepted, b2.accepted) == (1, 2)
+    for w in held:
+        w.close()
