@@ -1,0 +1,236 @@
+"""Configuration loading: every error reported verbatim as FILE: key.path: what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from adc.cli import main
+from adc.config.load import ConfigError, load, parse_address, parse_duration, parse_size
+from adc.config.model import Address, ProfileType, ServerState
+
+GOOD = """
+[appliance]
+name = "t"
+admin = "off"
+
+[virtual_server.web]
+listen = ["127.0.0.1:8080", "[::1]:8080"]
+profile = "http"
+pool = "web"
+routes = [
+  { path_prefix = "/ws", websocket = true, pool = "chat" },
+  { host = "*.example.com", methods = ["get", "POST"], path_regex = "^/v[0-9]+/", pool = "web" },
+  { path_prefix = "/admin", respond = 403 },
+]
+
+[virtual_server.raw]
+listen = "127.0.0.1:9000"
+profile = "tcp"
+pool = "chat"
+
+[pool.web]
+method = "least-conn"
+servers = [
+  { name = "web1", address = "127.0.0.1:9001" },
+  { name = "web2", address = "127.0.0.1:9002", weight = 2, state = "draining" },
+  { name = "spare", address = "127.0.0.1:9003", backup = true },
+]
+
+[pool.chat]
+health = { type = "tcp", interval = "500ms" }
+servers = [{ name = "c1", address = "localhost:9100" }]
+"""
+
+
+def errors_of(write_config, text: str) -> list[str]:
+    path = write_config(text)
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    prefix = str(path)
+    return [e.replace(prefix, "appliance.toml") for e in err.value.errors]
+
+
+def test_good_config_loads_into_frozen_model(write_config):
+    cfg = load(write_config(GOOD))
+    web = cfg.virtual_servers["web"]
+    assert web.listen == (Address("127.0.0.1", 8080), Address("::1", 8080))
+    assert cfg.profiles["http"].type is ProfileType.HTTP
+    assert web.routes[1].methods == frozenset({"GET", "POST"})
+    assert web.routes[2].respond == 403
+    assert cfg.pools["web"].servers[1].state is ServerState.DRAINING
+    assert cfg.pools["chat"].health.interval == 0.5
+    with pytest.raises(AttributeError):
+        web.name = "x"  # type: ignore[misc]
+
+
+def test_every_error_is_reported_verbatim(write_config):
+    text = """
+    [appliance]
+    name = "t"
+    grace = "30 seconds"
+    colour = "blue"
+
+    [virtual_server.web]
+    listen = "127.0.0.1:99999"
+    profile = "htpp"
+    pool = "chta"
+    max_connections = "many"
+
+    [virtual_server.other]
+    listen = "nohost"
+    profile = "tcp"
+    pool = "empty"
+
+    [pool.chat]
+    method = "fastest"
+    servers = [
+      { name = "a", address = "127.0.0.1:9001" },
+      { name = "a", address = "127.0.0.1:9002" },
+      { name = "b", address = "127.0.0.1:9003", wieght = 2 },
+    ]
+
+    [pool.empty]
+    servers = []
+    """
+    assert errors_of(write_config, text) == [
+        "appliance.toml: appliance.grace: bad duration '30 seconds' (use a number and a unit: ms, s, m, h, d; \"0\" = none)",
+        "appliance.toml: appliance.colour: unknown key",
+        "appliance.toml: pool.chat.method: must be one of round-robin, least-conn, random-two, source-hash, uri-hash, maglev, got 'fastest'",
+        "appliance.toml: pool.chat.servers[1].name: duplicate server name 'a' (also servers[0])",
+        "appliance.toml: pool.chat.servers[2].wieght: unknown key",
+        "appliance.toml: pool.empty.servers: a pool needs at least one real server",
+        "appliance.toml: virtual_server.web.listen: bad address '127.0.0.1:99999': port must be 0..65535",
+        "appliance.toml: virtual_server.web.profile: unknown profile 'htpp' (known: http, https, tcp)",
+        "appliance.toml: virtual_server.web.pool: unknown pool 'chta' (known: chat, empty)",
+        "appliance.toml: virtual_server.web.max_connections: expected an integer, got a string",
+        "appliance.toml: virtual_server.other.listen: bad address 'nohost' (expected \"host:port\")",
+    ]
+
+
+def test_duplicate_listen_addresses(write_config):
+    text = """
+    [virtual_server.a]
+    listen = "127.0.0.1:8080"
+    profile = "tcp"
+    pool = "p"
+    [virtual_server.b]
+    listen = ["0.0.0.0:8080"]
+    profile = "tcp"
+    pool = "p"
+    [pool.p]
+    servers = [{ name = "a", address = "127.0.0.1:9001" }]
+    """
+    assert errors_of(write_config, text) == [
+        "appliance.toml: virtual_server.b.listen: address 0.0.0.0:8080 is already used by virtual_server.a",
+    ]
+
+
+def test_route_errors(write_config):
+    text = """
+    [virtual_server.web]
+    listen = "127.0.0.1:8080"
+    profile = "http"
+    routes = [
+      { path_prefix = "ws", pool = "p" },
+      { path_exact = "/a", path_prefix = "/b", pool = "p" },
+      { path_regex = "(", pool = "p" },
+      { path_prefix = "/x", pool = "p", respond = 403 },
+      { path_prefix = "/y" },
+      { host = "a.*.com", pool = "nope" },
+    ]
+    [pool.p]
+    servers = [{ name = "a", address = "127.0.0.1:9001" }]
+    """
+    errs = errors_of(write_config, text)
+    assert errs == [
+        "appliance.toml: virtual_server.web.routes[0].path_prefix: must start with '/', got 'ws'",
+        "appliance.toml: virtual_server.web.routes[1]: use only one of path_exact, path_prefix, path_regex",
+        "appliance.toml: virtual_server.web.routes[2].path_regex: bad regular expression: missing ), unterminated subpattern at position 0",
+        "appliance.toml: virtual_server.web.routes[3]: use only one of pool or respond",
+        "appliance.toml: virtual_server.web.routes[4]: needs one of pool or respond",
+        "appliance.toml: virtual_server.web.routes[5].host: a wildcard is written \"*.example.com\", got 'a.*.com'",
+        "appliance.toml: virtual_server.web.routes[5].pool: unknown pool 'nope' (known: p)",
+    ]
+
+
+def test_profile_files_and_inline_profiles(write_config, tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "fast.toml").write_text(
+        '[profile.fast]\ntype = "http"\ntimeout_client = "2s"\nmax_header_bytes = "8KiB"\ntimout_server = "1s"\n'
+    )
+    text = """
+    [virtual_server.web]
+    listen = "127.0.0.1:8080"
+    profile = "fast"
+    pool = "p"
+    [profile.tcp]
+    timeout_connect = "250ms"
+    [pool.p]
+    servers = [{ name = "a", address = "127.0.0.1:9001" }]
+    """
+    path = write_config(text)
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert err.value.errors == [f"{tmp_path}/profiles/fast.toml: profile.fast.timout_server: unknown key"]
+    (tmp_path / "profiles" / "fast.toml").write_text(
+        '[profile.fast]\ntype = "http"\ntimeout_client = "2s"\nmax_header_bytes = "8KiB"\n'
+    )
+    cfg = load(path)
+    assert cfg.profiles["fast"].timeout_client == 2.0
+    assert cfg.profiles["fast"].max_header_bytes == 8192
+    assert cfg.profiles["tcp"].timeout_connect == 0.25
+
+
+def test_tcp_admin_requires_token(write_config):
+    text = """
+    [appliance]
+    admin = "127.0.0.1:9900"
+    [virtual_server.a]
+    listen = "127.0.0.1:8080"
+    profile = "tcp"
+    pool = "p"
+    [pool.p]
+    servers = [{ name = "a", address = "127.0.0.1:9001" }]
+    """
+    assert errors_of(write_config, text) == ["appliance.toml: appliance.admin_token: is required when admin is a TCP address"]
+
+
+def test_invalid_toml_is_reported(write_config):
+    errs = errors_of(write_config, "[appliance\nname = 1\n")
+    assert errs[0].startswith("appliance.toml: invalid TOML: ")
+
+
+@pytest.mark.parametrize(
+    "text,seconds",
+    [("250ms", 0.25), ("10s", 10.0), ("5m", 300.0), ("1h", 3600.0), ("1h30m", 5400.0), ("0", 0.0), (0, 0.0)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["10", "s", "1 h", "-1s", "1x", True, 5])
+def test_bad_durations(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_sizes_and_addresses():
+    assert parse_size("64KiB") == 65536
+    assert parse_size("1MiB") == 1 << 20
+    assert parse_size(100) == 100
+    assert parse_address("[::1]:8080") == Address("::1", 8080)
+    with pytest.raises(ValueError):
+        parse_size("lots")
+    with pytest.raises(ValueError):
+        parse_address("::1:8080")
+
+
+def test_adc_check_exit_codes(write_config, capsys):
+    good = write_config(GOOD)
+    assert main(["check", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "OK: 2 virtual server(s) on 3 listener(s), 2 pool(s) with 4 real server(s)" in out
+    bad = write_config(GOOD.replace('pool = "web"\nroutes', 'pool = "nope"\nroutes'), "bad.toml")
+    assert main(["check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: virtual_server.web.pool: unknown pool 'nope' (known: chat, web)" in err
