@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["init", "show"])
     p.add_argument("--dir", default="certs", help="certificate directory (default: ./certs)")
     p.add_argument("--name", action="append", help="extra DNS name or IP for the server certificate")
-    p.add_argument("--key-type", default="ec", choices=["ec", "rsa"])
+    p.add_argument("--key-type", default="ecdsa", choices=["ecdsa", "rsa"])
     p.set_defaults(func=cmd_certs)
 
     for name, helptext in (("status", "show the running appliance"), ("reload", "reload the configuration")):

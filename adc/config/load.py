@@ -414,7 +414,7 @@ class _Loader:
         if kind is ProfileType.HTTPS:
             base = self.source.parent
             client_ssl = ClientSSL(certificates=(CertificatePair((base / "certs/adc.pem").resolve(), (base / "certs/adc.key").resolve()),))
-        return Profile(name=name, type=kind, client_ssl=client_ssl)
+        return Profile(name=name, type=kind, client_ssl=client_ssl, source=self.display)
 
     def profile(self, name: str, s: _Section) -> Profile | None:
         default_type = BUILTIN_PROFILE_TYPES.get(name)
@@ -459,7 +459,7 @@ class _Loader:
         elif cs is not None:
             s.error("client_ssl", f"only an https profile takes client_ssl (this one is {kind.value})")
         s.finish()
-        return replace(d, client_ssl=client_ssl, **values)
+        return replace(d, client_ssl=client_ssl, source=s.file, **values)
 
     def client_ssl(self, s: _Section) -> ClientSSL:
         pairs: list[CertificatePair] = []

@@ -107,6 +107,7 @@ class Profile:
     buffer_bytes: int = 256 * 1024  # per-direction write-buffer high water mark
     connect_retries: int = 3  # other real servers tried after a failed connect
     client_ssl: ClientSSL | None = None
+    source: str = ""  # the file that defined it, for error messages ("" = built in)
 
 
 @dataclass(frozen=True, slots=True)

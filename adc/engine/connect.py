@@ -72,9 +72,11 @@ async def connect_server(
         tried.add(rs.name)
         pool.take(rs)
         kwargs: dict = {}
-        if pool.ssl is not None:
-            ssl_ctx, server_hostname = pool.ssl.for_server(rs, host)
-            kwargs = {"ssl": ssl_ctx, "server_hostname": server_hostname}
+        if pool.ssl is not None:  # adc.tls.contexts.ServerTLS
+            kwargs = {
+                "ssl": pool.ssl.for_server(rs.address),
+                "server_hostname": pool.ssl.server_hostname(host, rs.address.host),
+            }
             if profile.timeout_connect > 0:
                 kwargs["ssl_handshake_timeout"] = profile.timeout_connect
         started = time.monotonic()

@@ -99,9 +99,9 @@ class Engine:
         cfg = self.config.pools[name]
         pool = PoolRuntime(cfg, self.stats)
         if cfg.server_ssl is not None:
-            from adc.tls.contexts import ServerTLS
+            from adc.tls.contexts import build_server_ssl
 
-            pool.ssl = ServerTLS(self.config.server_ssl[cfg.server_ssl])
+            pool.ssl = build_server_ssl(self.config.server_ssl[cfg.server_ssl])
         return pool
 
     def build_virtual_server(self, name: str) -> VirtualServerRuntime:

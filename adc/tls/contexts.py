@@ -1,0 +1,514 @@
+"""TLS contexts: the client side of an `https` profile and the server side of a pool.
+
+`build_client_ssl(ClientSSL)` makes the context a listener terminates client TLS with
+(`loop.create_server(ssl=ctx, ssl_handshake_timeout=...)`); `build_server_ssl(ServerSSL)`
+makes what a pool dials its real servers with (`loop.create_connection(ssl=...,
+server_hostname=..., ssl_handshake_timeout=...)`). `handshake_failure_reason(exc)` turns
+a failed handshake into the short reason a log line carries.
+
+Defaults (DESIGN.md "TLS defaults"): TLS 1.2 and 1.3 only; on TLS 1.2 only forward-secret
+AEAD suites; no compression; no renegotiation; session tickets on; ALPN `http/1.1` only
+(an `h2` entry is dropped: the appliance does not speak HTTP/2); the whole chain in the
+certificate file is served. Towards real servers the certificate is verified unless the
+operator turns it off, and the host name is checked whenever there is one.
+
+SNI on the client side: each certificate's DNS names (SANs; the common name when there are
+none) are indexed; an exact name wins over a `*.` wildcard (one label), an earlier
+certificate over a later one, and the first certificate is the default. With `strict_sni`
+the default is not used: like HAProxy's `strict-sni` and F5's "SNI Require", a handshake
+whose name matches no certificate, *or which carries no SNI at all*, is refused with an
+`unrecognized_name` alert.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import re
+import ssl
+import time
+from collections.abc import Callable, Hashable, Iterable
+from pathlib import Path
+from typing import Any
+
+from adc.config.model import ClientSSL, ServerSSL
+
+# TLS 1.2 suites: ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 (Mozilla "intermediate").
+# TLS 1.3 suites are all AEAD and forward-secret; OpenSSL's defaults are kept for them.
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+ALPN_NEVER = frozenset({"h2", "h2c"})  # protocols the appliance does not speak
+MAX_RESUMPTION_KEYS = 1024  # (real server, name) pairs whose last TLS session is kept
+
+TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
+_VERIFY_CLIENT = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+HandshakeErrorHook = Callable[[BaseException, "ClientSSLObject"], None]
+
+
+# --------------------------------------------------------------------------- shared settings
+
+
+def _version(name: str) -> ssl.TLSVersion:
+    try:
+        return TLS_VERSIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown TLS version {name!r} (known: {', '.join(TLS_VERSIONS)})") from None
+
+
+def _harden(ctx: ssl.SSLContext, min_version: str, max_version: str, ciphers: str, alpn: Iterable[str]) -> None:
+    ctx.minimum_version = _version(min_version)
+    ctx.maximum_version = _version(max_version)
+    ctx.set_ciphers(ciphers or TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    # no talking to peers without secure renegotiation (RFC 5746)
+    ctx.options &= ~getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0x4)
+    protocols = [p for p in alpn if p not in ALPN_NEVER]
+    if protocols:
+        ctx.set_alpn_protocols(protocols)
+
+
+# --------------------------------------------------------------------------- client side (https profile)
+
+
+class ClientSSLObject(ssl.SSLObject):
+    """The TLS state of one client connection.
+
+    It remembers a refused SNI name, reports a failed handshake to the context's
+    `on_handshake_error`, and makes sure the client hears why: uvloop (like asyncio) drops
+    the connection on a handshake error without sending the alert OpenSSL prepared, so the
+    client would only see a reset. Instead the failure is held back once, reported as
+    "want read" so that the loop flushes the alert, and raised on the next step (the
+    client's reply or close, or the handshake timeout).
+    """
+
+    refused_sni: str | None = None  # set by the SNI callback when the handshake is refused
+    no_sni_refused: bool = False
+    _outgoing: ssl.MemoryBIO | None = None
+    _failure: BaseException | None = None
+
+    def do_handshake(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except (ssl.SSLError, OSError) as e:
+            hook = getattr(self.context, "on_handshake_error", None)
+            if hook is not None:
+                try:
+                    hook(e, self)
+                except Exception:  # a logging hook must never break the handshake path
+                    pass
+            if self._outgoing is not None and self._outgoing.pending:
+                self._failure = e
+                raise ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ, "alert pending") from None
+            raise
+
+
+class ClientSSLContext(ssl.SSLContext):
+    """Server-side context of an https profile; `on_handshake_error(exc, ssl_object)` sees failed handshakes.
+
+    uvloop reports a failed server-side handshake to nobody (it is an OSError); set
+    `on_handshake_error` to log it, with `handshake_failure_reason(exc, ssl_object)`.
+    """
+
+    sslobject_class = ClientSSLObject
+    on_handshake_error: HandshakeErrorHook | None = None
+
+    def wrap_bio(  # type: ignore[override]
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        obj._outgoing = outgoing  # type: ignore[attr-defined]
+        return obj
+
+
+def _dns_names(cert_file: Path) -> list[str]:
+    """The DNS names a certificate answers to: its DNS SANs, or its common name if it has none."""
+    from cryptography import x509  # at build time only, never per connection
+    from cryptography.x509.oid import NameOID
+
+    certs = x509.load_pem_x509_certificates(Path(cert_file).read_bytes())
+    cert = certs[0]
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = [str(n) for n in names.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:
+        dns = []
+    if not dns:
+        dns = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return [d.lower().rstrip(".") for d in dns]
+
+
+class SniIndex:
+    """Name -> certificate index: exact names, then `*.` wildcards (exactly one label)."""
+
+    __slots__ = ("exact", "wildcard")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, int] = {}
+        self.wildcard: dict[str, int] = {}
+
+    def add(self, index: int, names: Iterable[str]) -> None:
+        for n in names:
+            if n.startswith("*."):
+                self.wildcard.setdefault(n[2:], index)
+            elif "*" not in n:
+                self.exact.setdefault(n, index)
+
+    def lookup(self, server_name: str) -> int | None:
+        name = server_name.lower().rstrip(".")
+        i = self.exact.get(name)
+        if i is None:
+            _, dot, parent = name.partition(".")
+            if dot:
+                i = self.wildcard.get(parent)
+        return i
+
+
+def _client_context(cfg: ClientSSL, pair_index: int) -> ClientSSLContext:
+    ctx = ClientSSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _harden(ctx, cfg.min_version, cfg.max_version, cfg.ciphers, cfg.alpn)
+    if not cfg.session_tickets:
+        ctx.options |= ssl.OP_NO_TICKET
+        ctx.num_tickets = 0
+    pair = cfg.certificates[pair_index]
+    ctx.load_cert_chain(str(pair.cert), str(pair.key))
+    mode = _VERIFY_CLIENT.get(cfg.verify_client)
+    if mode is None:
+        raise ValueError(f"unknown verify_client {cfg.verify_client!r} (known: {', '.join(_VERIFY_CLIENT)})")
+    if mode != ssl.CERT_NONE:
+        if cfg.client_ca is None or str(cfg.client_ca) == "":
+            raise ValueError(f"verify_client = {cfg.verify_client!r} needs client_ca")
+        ctx.load_verify_locations(cafile=str(cfg.client_ca))
+        ctx.verify_mode = mode
+    return ctx
+
+
+def build_client_ssl(cfg: ClientSSL, on_handshake_error: HandshakeErrorHook | None = None) -> ClientSSLContext:
+    """The context an https listener terminates client TLS with.
+
+    Raises ssl.SSLError / OSError / ValueError when a file is unusable (`adc check` reports
+    those first, with clearer words, through `adc.tls.certs.check_pair`).
+    """
+    if not cfg.certificates:
+        raise ValueError("client_ssl needs at least one certificate")
+    contexts = [_client_context(cfg, i) for i in range(len(cfg.certificates))]
+    default = contexts[0]
+    index = SniIndex()
+    for i, pair in enumerate(cfg.certificates):
+        index.add(i, _dns_names(pair.cert))
+    for c in contexts:
+        c.on_handshake_error = on_handshake_error
+    strict = cfg.strict_sni
+    if len(contexts) == 1 and not strict:
+        return default  # nothing to choose
+
+    def choose_certificate(ssl_object: Any, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        i = index.lookup(server_name) if server_name else None
+        if i is None:
+            if strict:
+                if isinstance(ssl_object, ClientSSLObject):
+                    if server_name:
+                        ssl_object.refused_sni = server_name
+                    else:
+                        ssl_object.no_sni_refused = True
+                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+            return None  # the default certificate
+        if i:
+            ssl_object.context = contexts[i]
+        return None
+
+    default.sni_callback = choose_certificate
+    default.sni_contexts = contexts  # type: ignore[attr-defined]  # kept alive with the default
+    return default
+
+
+# --------------------------------------------------------------------------- server side (towards real servers)
+
+
+class _Resumption:
+    """The last resumable TLS session per key (bounded LRU); sessions are small, connections are not."""
+
+    __slots__ = ("sessions",)
+
+    def __init__(self) -> None:
+        self.sessions: collections.OrderedDict[Hashable, ssl.SSLSession] = collections.OrderedDict()
+
+    def get(self, key: Hashable) -> ssl.SSLSession | None:
+        session = self.sessions.get(key)
+        if session is None:
+            return None
+        if session.time + session.timeout <= time.time():
+            del self.sessions[key]
+            return None
+        self.sessions.move_to_end(key)
+        return session
+
+    def put(self, key: Hashable, session: ssl.SSLSession) -> None:
+        self.sessions[key] = session
+        self.sessions.move_to_end(key)
+        if len(self.sessions) > MAX_RESUMPTION_KEYS:
+            self.sessions.popitem(last=False)
+
+
+class ServerSSLObject(ssl.SSLObject):
+    """One connection to a real server; hands its session to the context's cache once it is resumable.
+
+    TLS 1.2 sessions are ready after the handshake; TLS 1.3 tickets come after it, with the
+    first records read. Until then each read also looks at the session; after that only a
+    `None` check remains.
+    """
+
+    _resume: tuple[_Resumption, Hashable] | None = None
+
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        if self._resume is not None:
+            self._capture_session()
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 (the stdlib's names)
+        try:
+            return super().read(len, buffer)
+        finally:
+            if self._resume is not None:
+                self._capture_session()
+
+    def _capture_session(self) -> None:
+        try:
+            s = self.session
+        except (ValueError, AttributeError):
+            return
+        if s is not None and (s.has_ticket or s.id) and self._resume is not None:
+            store, key = self._resume
+            store.put(key, s)
+            self._resume = None
+
+
+class ServerSSLContext(ssl.SSLContext):
+    """Client-side context towards real servers; resumes the last session per server name.
+
+    Used directly as `ssl=`, sessions are keyed by `server_hostname` only; `ServerTLS.for_server()`
+    keys them by real server as well.
+    """
+
+    sslobject_class = ServerSSLObject
+    resumption: _Resumption
+
+    def wrap_bio(  # type: ignore[override]
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
+        *,
+        resumption_key: Hashable = None,
+    ) -> ssl.SSLObject:
+        key = (resumption_key, server_hostname)
+        if session is None:
+            session = self.resumption.get(key)
+        obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        obj._resume = (self.resumption, key)  # type: ignore[attr-defined]
+        return obj
+
+
+class _ServerView:
+    """What `ServerTLS.for_server()` hands to `create_connection(ssl=...)`: the pool's context,
+    with TLS sessions kept per real server. uvloop and asyncio only call `wrap_bio` on it."""
+
+    __slots__ = ("context", "key")
+
+    def __init__(self, context: ServerSSLContext, key: Hashable) -> None:
+        self.context = context
+        self.key = key
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        return self.context.wrap_bio(
+            incoming, outgoing, server_side, server_hostname, session, resumption_key=self.key
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.context, name)
+
+
+_HOSTNAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9_])?")
+
+
+def _host_name(host: str | None) -> str | None:
+    """A Host header value reduced to a name fit for SNI and verification, or None."""
+    if not host:
+        return None
+    h = host.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        if end < 0:
+            return None
+        h = h[1:end]
+        try:
+            return str(ipaddress.IPv6Address(h))
+        except ValueError:
+            return None
+    h = h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+    h = h.rstrip(".")
+    if ":" in h:
+        try:
+            return str(ipaddress.IPv6Address(h))
+        except ValueError:
+            return None
+    return h if _HOSTNAME.fullmatch(h) else None
+
+
+class ServerTLS:
+    """TLS towards the real servers of one pool (one `[server_ssl.NAME]`).
+
+    Dial with::
+
+        name = tls.server_hostname(request_host, server.address.host)
+        await loop.create_connection(factory, host, port, ssl=tls.for_server(server.address),
+                                     server_hostname=name, ssl_handshake_timeout=...)
+
+    `server_hostname()` returns "" when no SNI is to be sent (uvloop and asyncio then send
+    none and check no name; without "" they would fall back to the address).
+    """
+
+    __slots__ = ("cfg", "context", "_views")
+
+    def __init__(self, cfg: ServerSSL, context: ServerSSLContext) -> None:
+        self.cfg = cfg
+        self.context = context
+        self._views: dict[Hashable, _ServerView] = {}
+
+    def server_hostname(self, request_host: str | None = None, server_host: str | None = None) -> str:
+        """The name to send as SNI and check the certificate against ("" = none).
+
+        sni = "NAME": NAME. sni = "@host": the request's Host (without port); when the request has
+        no usable Host, the real server's address. sni unset: "" (no SNI, no host name check).
+        """
+        sni = self.cfg.sni
+        if not sni:
+            return ""
+        if sni == "@host":
+            return _host_name(request_host) or (server_host or "")
+        return sni
+
+    def for_server(self, key: Hashable) -> Any:
+        """The `ssl=` argument for connections to one real server (TLS sessions resumed per server)."""
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) >= MAX_RESUMPTION_KEYS:
+                self._views.clear()
+            view = self._views[key] = _ServerView(self.context, key)
+        return view
+
+
+def build_server_ssl(cfg: ServerSSL) -> ServerTLS:
+    """TLS settings towards a pool's real servers (verification on unless `verify = false`)."""
+    ctx = ServerSSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.resumption = _Resumption()
+    _harden(ctx, cfg.min_version, "TLSv1.3", cfg.ciphers, cfg.alpn)
+    if cfg.verify:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if cfg.ca is not None and str(cfg.ca) != "":
+            ctx.load_verify_locations(cafile=str(cfg.ca))
+        else:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        # with no name to check (sni unset) only the chain is verified
+        ctx.check_hostname = bool(cfg.sni)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if cfg.cert is not None and cfg.key is not None:
+        ctx.load_cert_chain(str(cfg.cert), str(cfg.key))
+    return ServerTLS(cfg, ctx)
+
+
+# --------------------------------------------------------------------------- reasons for log lines
+
+_REASONS = {
+    "WRONG_VERSION_NUMBER": "wrong version number",
+    "UNSUPPORTED_PROTOCOL": "unsupported protocol version",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "peer refused the protocol version",
+    "NO_PROTOCOLS_AVAILABLE": "no protocol version in common",
+    "NO_SHARED_CIPHER": "no shared cipher",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "peer aborted the handshake (handshake failure)",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "peer did not return a certificate",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "peer requires a client certificate",
+    "TLSV1_ALERT_UNKNOWN_CA": "peer does not trust our certificate (unknown CA)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "peer rejected our certificate",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "peer says our certificate expired",
+    "TLSV1_ALERT_DECRYPT_ERROR": "peer reported a decrypt error",
+    "TLSV1_UNRECOGNIZED_NAME": "peer does not know the SNI name",
+    "TLSV1_ALERT_UNRECOGNIZED_NAME": "peer does not know the SNI name",
+    "HTTP_REQUEST": "plain HTTP request on a TLS port",
+    "HTTPS_PROXY_REQUEST": "HTTP CONNECT request on a TLS port",
+    "NO_APPLICATION_PROTOCOL": "no ALPN protocol in common",
+    "TLSV1_ALERT_NO_APPLICATION_PROTOCOL": "no ALPN protocol in common",
+    "UNSAFE_LEGACY_RENEGOTIATION_DISABLED": "peer does not support secure renegotiation",
+    "TLSV1_ALERT_INTERNAL_ERROR": "peer reported an internal error",
+    "UNEXPECTED_EOF_WHILE_READING": "connection closed during handshake",
+    "RECORD_LAYER_FAILURE": "record layer failure",
+}
+
+
+def handshake_failure_reason(exc: BaseException, ssl_object: Any = None) -> str:
+    """A short human reason for a failed handshake, for a log line.
+
+    `ssl_object` (the ClientSSLObject given to `on_handshake_error`) adds what only the
+    appliance knows, such as the SNI name a strict listener refused.
+    """
+    if isinstance(ssl_object, ClientSSLObject):
+        if ssl_object.refused_sni is not None:
+            return f"unknown SNI name {ssl_object.refused_sni!r}"
+        if ssl_object.no_sni_refused:
+            return "no SNI name (strict SNI)"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        msg = (exc.verify_message or exc.reason or "").rstrip(".")
+        if msg.startswith("Hostname mismatch"):
+            msg = "h" + msg[1:]
+        return f"certificate verify failed: {msg}" if msg else "certificate verify failed"
+    if isinstance(exc, ssl.SSLEOFError):
+        return "connection closed during handshake"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or ""
+        if reason == "CALLBACK_FAILED":
+            return "unknown SNI name"
+        if reason in _REASONS:
+            return _REASONS[reason]
+        if reason:
+            return reason.lower().replace("_", " ")
+        return str(exc.args[1] if len(exc.args) > 1 else exc)
+    if isinstance(exc, ConnectionAbortedError) and "handshake is taking longer" in str(exc):
+        return "handshake timed out"
+    if isinstance(exc, TimeoutError):
+        return "handshake timed out"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        return "connection reset during handshake"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__

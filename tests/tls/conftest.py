@@ -1,0 +1,197 @@
+"""TLS test fixtures: a certificate store made once per session, real TLS servers and clients on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from adc.tls import certs
+
+HANDSHAKE_TIMEOUT = 5.0
+IO_TIMEOUT = 5.0
+
+
+def pytest_asyncio_loop_factories(config, item):
+    return {"uvloop": uvloop.new_event_loop}  # the data path's loop
+
+
+@dataclass(frozen=True)
+class PKI:
+    """Files of the session's certificate store (all under `base/certs`)."""
+
+    base: Path
+    dir: Path
+    ca: Path  # dev CA (trusted by the clients of the tests)
+    server: tuple[Path, Path]  # localhost, 127.0.0.1, ::1 (+ chain)
+    other: tuple[Path, Path]  # api.other.test, *.example.test
+    client: tuple[Path, Path]  # client certificate for mTLS
+    rogue_ca: Path
+    rogue_server: tuple[Path, Path]  # localhost, signed by a CA nobody trusts
+    self_signed: tuple[Path, Path]  # localhost, self-signed
+    expired: tuple[Path, Path]
+    expiring: tuple[Path, Path]  # 10 days left
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    base = tmp_path_factory.mktemp("pki")
+    d = base / "certs"
+    certs.init(d)
+    ca_cert, ca_key = certs.load_ca(d)
+
+    def pair(name: str, names: list[str], **kw) -> tuple[Path, Path]:
+        cert, key = certs.issue_cert(ca_cert, ca_key, names, **kw)
+        paths = (d / f"{name}.pem", d / f"{name}.key")
+        certs.write_pair(*paths, cert, key, chain=(ca_cert,))
+        return paths
+
+    other = pair("other", ["api.other.test", "*.example.test"], key_type="rsa")
+    client = pair("client", ["client.test"], client=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    expired = pair("expired", ["localhost"], not_before=now - dt.timedelta(days=40), days=10)
+    expiring = pair("expiring", ["localhost"], not_before=now - dt.timedelta(days=1), days=11)
+
+    rogue, rogue_key = certs.make_ca("rogue CA")
+    certs.write_pair(d / "rogue-ca.pem", d / "rogue-ca.key", rogue, rogue_key)
+    rcert, rkey = certs.issue_cert(rogue, rogue_key, ["localhost", "127.0.0.1"])
+    certs.write_pair(d / "rogue.pem", d / "rogue.key", rcert, rkey)
+    scert, skey = certs.make_ca("localhost")  # self-signed, used as a server certificate
+    certs.write_pair(d / "self.pem", d / "self.key", scert, skey)
+    return PKI(
+        base=base,
+        dir=d,
+        ca=d / "ca.pem",
+        server=(d / "adc.pem", d / "adc.key"),
+        other=other,
+        client=client,
+        rogue_ca=d / "rogue-ca.pem",
+        rogue_server=(d / "rogue.pem", d / "rogue.key"),
+        self_signed=(d / "self.pem", d / "self.key"),
+        expired=expired,
+        expiring=expiring,
+    )
+
+
+class Echo(asyncio.Protocol):
+    """Echoes bytes back; keeps what the TLS layer agreed on."""
+
+    def __init__(self, seen: list) -> None:
+        self.seen = seen
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.seen.append(transport.get_extra_info("ssl_object"))
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class Client(asyncio.Protocol):
+    """Sends one payload and collects the echo, or the error that closed the connection."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.received = bytearray()
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(self.payload)
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) >= len(self.payload) and not self.done.done():
+            self.done.set_result(bytes(self.received))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or ConnectionResetError("closed before the echo"))
+
+
+@dataclass
+class Result:
+    ssl_object: ssl.SSLObject
+    echo: bytes
+
+    @property
+    def peer_names(self) -> tuple[str, ...]:
+        from cryptography import x509
+
+        der = self.ssl_object.getpeercert(binary_form=True)
+        return certs.cert_names(x509.load_der_x509_certificate(der))
+
+
+async def _roundtrip(port: int, ctx, server_hostname: str | None = "localhost", payload: bytes = b"ping") -> Result:
+    """Connect with TLS, send a payload, wait for the echo, close. Raises what failed."""
+    loop = asyncio.get_running_loop()
+    transport, proto = await asyncio.wait_for(
+        loop.create_connection(
+            lambda: Client(payload),
+            "127.0.0.1",
+            port,
+            ssl=ctx,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+        ),
+        IO_TIMEOUT,
+    )
+    try:
+        echo = await asyncio.wait_for(proto.done, IO_TIMEOUT)
+        return Result(transport.get_extra_info("ssl_object"), echo)
+    finally:
+        transport.close()
+
+
+@dataclass
+class TLSServer:
+    port: int
+    accepted: list  # ssl objects of established connections
+    server: asyncio.AbstractServer
+
+
+@pytest.fixture
+async def tls_server() -> AsyncIterator[Callable[[ssl.SSLContext], Awaitable[TLSServer]]]:
+    """Start echo servers with a given server-side context on 127.0.0.1; all closed at the end."""
+    made: list[TLSServer] = []
+
+    async def start(ctx: ssl.SSLContext) -> TLSServer:
+        loop = asyncio.get_running_loop()
+        accepted: list = []
+        server = await loop.create_server(
+            lambda: Echo(accepted), "127.0.0.1", 0, ssl=ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+        )
+        s = TLSServer(server.sockets[0].getsockname()[1], accepted, server)
+        made.append(s)
+        return s
+
+    yield start
+    for s in made:
+        s.server.close()
+        await asyncio.wait_for(s.server.wait_closed(), IO_TIMEOUT)
+
+
+def _trusting_client(ca: Path, alpn: list[str] | None = None) -> ssl.SSLContext:
+    """A plain client context that trusts the test CA."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+@pytest.fixture
+def roundtrip() -> Callable[..., Awaitable[Result]]:
+    """`await roundtrip(port, ctx, server_hostname="localhost", payload=b"ping") -> Result`."""
+    return _roundtrip
+
+
+@pytest.fixture
+def trusting_client(pki: PKI) -> Callable[..., ssl.SSLContext]:
+    """`trusting_client(alpn=None)`: a stock client context that trusts the test CA."""
+    return lambda alpn=None: _trusting_client(pki.ca, alpn)
