@@ -1,0 +1,198 @@
+"""What the dashboard shows, computed from admin API answers (no Textual, no I/O).
+
+`Snapshot` is one poll: the decoded JSON of every endpoint the dashboard reads.
+`RateTracker` turns successive snapshots into per-second rates and rolling
+throughput windows for the sparklines. Formatting helpers live here too so they
+can be tested without a terminal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+SPARK_WINDOW_SAMPLES = 30
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+EVENTS_MAX = 200
+CERT_WARN_DAYS = 30
+
+# path of every endpoint polled, with the key holding its list
+ENDPOINTS: tuple[tuple[str, str], ...] = (
+    ("status", "/api/v1/status"),
+    ("virtual_servers", "/api/v1/virtual_servers"),
+    ("pools", "/api/v1/pools"),
+    ("sessions", "/api/v1/sessions"),
+    ("events", "/api/v1/events?limit=100"),
+    ("certificates", "/api/v1/certificates"),
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One poll of the admin API. `taken` is the dashboard's clock when the poll ended."""
+
+    taken: float
+    status: dict[str, Any] = field(default_factory=dict)
+    virtual_servers: list[dict[str, Any]] = field(default_factory=list)
+    pools: list[dict[str, Any]] = field(default_factory=list)
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    certificates: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_answers(cls, taken: float, answers: dict[str, Any]) -> "Snapshot":
+        """Build from {endpoint key: decoded JSON}; missing or malformed parts become empty."""
+
+        def listed(key: str) -> list[dict[str, Any]]:
+            body = answers.get(key)
+            items = body.get(key) if isinstance(body, dict) else None
+            return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+        status = answers.get("status")
+        return cls(
+            taken=taken,
+            status=status if isinstance(status, dict) else {},
+            virtual_servers=listed("virtual_servers"),
+            pools=listed("pools"),
+            sessions=listed("sessions"),
+            events=listed("events")[:EVENTS_MAX],
+            certificates=listed("certificates"),
+        )
+
+
+@dataclass
+class Rates:
+    requests_per_s: float = 0.0
+    bytes_in_per_s: float = 0.0
+    bytes_out_per_s: float = 0.0
+    history: deque[float] = field(default_factory=lambda: deque(maxlen=SPARK_WINDOW_SAMPLES))
+
+
+class RateTracker:
+    """Per-virtual-server rates from the difference of cumulative counters between polls.
+
+    The interval is the appliance's own uptime difference when available (so a slow
+    poll does not distort rates), otherwise the dashboard clock's.
+    """
+
+    def __init__(self) -> None:
+        self.rates: dict[str, Rates] = {}
+        self.total_history: deque[float] = deque(maxlen=SPARK_WINDOW_SAMPLES)
+        self._last: dict[str, tuple[float, float, float]] = {}
+        self._last_time: float | None = None
+
+    def update(self, snap: Snapshot) -> None:
+        now = _num(snap.status.get("uptime"), None)
+        if now is None:
+            now = snap.taken
+        elapsed = None if self._last_time is None else now - self._last_time
+        if elapsed is not None and elapsed < 0:
+            # the appliance restarted (its uptime went back): counters start over
+            self._last.clear()
+            elapsed = None
+        seen: set[str] = set()
+        total = 0.0
+        for vs in snap.virtual_servers:
+            name = str(vs.get("name", "?"))
+            seen.add(name)
+            c = vs.get("counters") or {}
+            current = (_num(c.get("requests"), 0.0), _num(c.get("bytes_in"), 0.0), _num(c.get("bytes_out"), 0.0))
+            rates = self.rates.setdefault(name, Rates())
+            previous = self._last.get(name)
+            if previous is not None and elapsed and elapsed > 0:
+                deltas = [max(0.0, cur - prev) for cur, prev in zip(current, previous)]
+                rates.requests_per_s = deltas[0] / elapsed
+                rates.bytes_in_per_s = deltas[1] / elapsed
+                rates.bytes_out_per_s = deltas[2] / elapsed
+                rates.history.append(rates.bytes_in_per_s + rates.bytes_out_per_s)
+                total += rates.bytes_in_per_s + rates.bytes_out_per_s
+            self._last[name] = current
+        for gone in set(self.rates) - seen:
+            del self.rates[gone]
+            self._last.pop(gone, None)
+        if elapsed and elapsed > 0:
+            self.total_history.append(total)
+        self._last_time = now
+
+    def get(self, name: str) -> Rates:
+        return self.rates.get(name) or Rates()
+
+
+def _num(value: Any, default: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return default
+    return float(value)
+
+
+def sparkline(values: "deque[float] | list[float]", width: int = 12) -> str:
+    """Unicode block sparkline of the last `width` values, scaled to their maximum."""
+    data = list(values)[-width:]
+    if not data:
+        return " " * width
+    top = max(data)
+    if top <= 0:
+        line = SPARK_BLOCKS[0] * len(data)
+    else:
+        last = len(SPARK_BLOCKS) - 1
+        line = "".join(SPARK_BLOCKS[min(last, int(v / top * last + 0.5))] for v in data)
+    return line.rjust(width)
+
+
+def human_bytes(n: float) -> str:
+    n = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}T"  # pragma: no cover
+
+
+def human_rate(n: float) -> str:
+    return human_bytes(n) + "/s"
+
+
+def human_duration(seconds: Any) -> str:
+    s = _num(seconds, None)
+    if s is None:
+        return "-"
+    if s < 10:
+        return f"{s:.1f}s"
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def clock_time(epoch: Any) -> str:
+    t = _num(epoch, None)
+    if t is None:
+        return "-"
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def server_label(server: dict[str, Any]) -> str:
+    """Status word shown for a real server: UP, DOWN, DRAIN, DISABLED."""
+    status = str(server.get("status", "?")).lower()
+    return {"up": "UP", "down": "DOWN", "draining": "DRAIN", "disabled": "DISABLED"}.get(status, status.upper())
+
+
+def session_bytes(session: dict[str, Any]) -> float:
+    return _num(session.get("bytes_in"), 0.0) + _num(session.get("bytes_out"), 0.0)
+
+
+SESSION_SORTS: tuple[str, ...] = ("age", "idle", "bytes")
+
+
+def sort_sessions(sessions: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Largest first: oldest, most idle, or most bytes; ties by id for a stable order."""
+    if key == "bytes":
+        k = session_bytes
+    else:
+        k = lambda s: _num(s.get(key), 0.0)  # noqa: E731
+    return sorted(sessions, key=lambda s: (-k(s), _num(s.get("id"), 0.0)))

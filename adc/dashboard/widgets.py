@@ -1,0 +1,143 @@
+"""Dashboard widgets: a DataTable diffed by stable row keys, the status line and the banner."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from rich.text import Text
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable, Static
+from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+
+Cell = Any  # str or rich Text
+Row = tuple[str, Sequence[Cell]]
+
+
+class KeyedTable(DataTable):
+    """A DataTable whose rows are keyed by a stable id and updated by difference.
+
+    `sync(rows)` updates only the cells that changed, adds new keys and removes stale
+    ones, then restores the requested order; the cursor follows the selected key,
+    not the row index.
+    """
+
+    DEFAULT_CSS = """
+    KeyedTable { height: 1fr; }
+    """
+
+    def __init__(self, columns: Iterable[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self._column_spec = tuple(columns)
+        self._order: list[str] = []
+
+    def on_mount(self) -> None:
+        for key, label in self._column_spec:
+            self.add_column(label, key=key)
+
+    @property
+    def column_keys(self) -> tuple[str, ...]:
+        return tuple(key for key, _ in self._column_spec)
+
+    @property
+    def selected_key(self) -> str | None:
+        if self.row_count == 0:
+            return None
+        try:
+            return self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value
+        except (CellDoesNotExist, RowDoesNotExist):
+            return None
+
+    def keys(self) -> list[str]:
+        return list(self._order)
+
+    def sync(self, rows: Sequence[Row]) -> None:
+        """Make the table show exactly `rows`, in this order, changing as little as possible."""
+        selected = self.selected_key
+        at_top = self.cursor_row == 0
+        wanted = {key: cells for key, cells in rows}
+        columns = self.column_keys
+        with self.app.batch_update():
+            for key in [k for k in self._order if k not in wanted]:
+                try:
+                    self.remove_row(key)
+                except RowDoesNotExist:
+                    pass
+            existing = set(self._order) & set(wanted)
+            for key, cells in rows:
+                if key in existing:
+                    current = self.get_row(key)
+                    for column, old, new in zip(columns, current, cells):
+                        if not _same(old, new):
+                            self.update_cell(key, column, new, update_width=True)
+                else:
+                    self.add_row(*cells, key=key)
+            order = [key for key, _ in rows]
+            if list(self._current_order()) != order:
+                # rank rows by the identity of their stored cell objects (DataTable sorts on values)
+                rank = {_identity(self.get_row(key)): i for i, key in enumerate(order)}
+                self.sort(key=lambda values: rank.get(_identity(values), len(rank)))
+            self._order = order
+            if selected in wanted and not (at_top and self._follow_newest):
+                index = self.get_row_index(selected)
+                if index != self.cursor_row:
+                    self.move_cursor(row=index, animate=False)
+            elif self.row_count and self.cursor_row >= self.row_count:
+                self.move_cursor(row=self.row_count - 1, animate=False)
+
+    _follow_newest = False
+
+    def _current_order(self) -> Iterable[str]:
+        for index in range(self.row_count):
+            try:
+                yield self.coordinate_to_cell_key(Coordinate(index, 0)).row_key.value
+            except (CellDoesNotExist, RowDoesNotExist):
+                return
+
+
+class EventTable(KeyedTable):
+    """Newest first; when the cursor is on the first row it stays there as events arrive."""
+
+    _follow_newest = True
+
+
+class StatusLine(Static):
+    """One line: appliance identity, totals, data age, PAUSED and filter badges."""
+
+    DEFAULT_CSS = """
+    StatusLine { height: 1; width: 1fr; }
+    """
+
+
+class Banner(Static):
+    """DISCONNECTED banner; hidden while the admin API answers."""
+
+    DEFAULT_CSS = """
+    Banner { display: none; height: auto; }
+    Banner.-visible { display: block; }
+    """
+
+
+def _same(a: Cell, b: Cell) -> bool:
+    """Cell equality including style (rich Text equality ignores the base style)."""
+    if isinstance(a, Text) and isinstance(b, Text):
+        return a.plain == b.plain and str(a.style) == str(b.style) and a.spans == b.spans
+    return type(a) is type(b) and a == b
+
+
+def _identity(cells: Iterable[Cell]) -> tuple[int, ...]:
+    return tuple(sorted(map(id, cells)))
+
+
+def styled(text: str, style: str) -> Text:
+    return Text(text, style=style)
+
+
+def join(parts: Iterable[Text | str], sep: str = "  ") -> Text:
+    out = Text()
+    first = True
+    for part in parts:
+        if not first:
+            out.append(sep)
+        first = False
+        out.append(part if isinstance(part, Text) else Text(part))
+    return out

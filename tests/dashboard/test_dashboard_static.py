@@ -1,0 +1,306 @@
+"""Dashboard behaviour with recorded admin API answers: keys, dialogs, actions, filter, banner."""
+
+from __future__ import annotations
+
+from dashboard_recorded import FRAMES, frame, load_frames
+
+from adc.dashboard.app import DashboardApp
+from adc.dashboard.model import RateTracker, Snapshot, sort_sessions, sparkline
+from adc.dashboard.screens import ConfirmScreen, HelpScreen, MessageScreen, WeightScreen
+from adc.dashboard.widgets import KeyedTable
+
+SIZE = (80, 24)
+
+
+async def _start(app: DashboardApp, pilot) -> None:
+    await load_frames(app)
+    await pilot.pause()
+
+
+async def _select(pilot, table: KeyedTable, key: str) -> None:
+    table.move_cursor(row=table.get_row_index(key))
+    await pilot.pause()
+    assert table.selected_key == key
+
+
+async def test_number_keys_and_tab_clicks_switch_screens(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        for key, tab in (("2", "pools"), ("3", "tunnels"), ("4", "events"), ("5", "certificates"), ("1", "overview")):
+            await pilot.press(key)
+            assert app.active_tab == tab
+        await pilot.click("#--content-tab-pools")
+        assert app.active_tab == "pools"
+
+
+async def test_tables_show_every_item(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        assert app.query_one("#vs-table", KeyedTable).keys() == ["db", "secure", "web"]
+        pools = app.query_one("#pool-table", KeyedTable).keys()
+        assert pools[:5] == ["pool:web", "server:web/web1", "server:web/web2", "server:web/spare", "server:web/old"]
+        assert "server:chat/chat2" in pools and "server:db/db2" in pools
+        assert app.query_one("#session-table", KeyedTable).keys() == ["31", "17", "23"]  # oldest first
+        assert app.query_one("#event-table", KeyedTable).keys() == ["12", "11", "10", "9", "8"]
+        assert app.query_one("#cert-table", KeyedTable).keys()[0] == "/srv/adc/certs/client.pem"  # expired first
+        table = app.query_one("#pool-table", KeyedTable)
+        row = table.get_row("server:chat/chat2")
+        assert str(row[1]) == "DOWN"
+        assert str(table.get_row("server:web/web2")[3]) == "1/2↗"  # slow start: effective/configured
+        assert str(table.get_row("server:web/spare")[2]) == "backup"
+        # rates come from the difference of the two polls (one second of uptime apart)
+        vs = app.query_one("#vs-table", KeyedTable).get_row("web")
+        assert vs[3] == "300.0"
+
+
+async def test_drain_asks_with_cancel_focused_and_cancel_changes_nothing(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("2")
+        await _select(pilot, app.query_one("#pool-table", KeyedTable), "server:web/web2")
+        await pilot.press("n")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.focused is not None and app.screen.focused.id == "cancel"
+        await pilot.press("n")  # app keys do not open a second dialog
+        await pilot.press("enter")  # Enter on the focused Cancel
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert app.source.requests == []
+
+
+async def test_drain_confirmed_posts_and_shows_pending(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("2")
+        table = app.query_one("#pool-table", KeyedTable)
+        await _select(pilot, table, "server:web/web2")
+        await pilot.press("n", "y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert ("POST", "/api/v1/pools/web/servers/web2", {"state": "draining"}) in app.source.requests
+        assert "→DRAIN…" in str(table.get_row("server:web/web2")[1])
+        assert table.selected_key == "server:web/web2"  # the cursor stays on the server
+
+
+async def test_enable_and_disable(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("2")
+        table = app.query_one("#pool-table", KeyedTable)
+        await _select(pilot, table, "server:db/db2")
+        await pilot.press("e", "y")
+        await _select(pilot, table, "server:db/db1")
+        await pilot.press("d", "tab", "enter")  # Tab moves from Cancel to the action button
+        await app.workers.wait_for_complete()
+        assert ("POST", "/api/v1/pools/db/servers/db2", {"state": "enabled"}) in app.source.requests
+        assert ("POST", "/api/v1/pools/db/servers/db1", {"state": "disabled"}) in app.source.requests
+
+
+async def test_action_on_a_pool_row_asks_for_a_server(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("2")
+        await _select(pilot, app.query_one("#pool-table", KeyedTable), "pool:web")
+        await pilot.press("n")
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert app.source.requests == []
+
+
+async def test_weight_input(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("2")
+        await _select(pilot, app.query_one("#pool-table", KeyedTable), "server:web/web1")
+        await pilot.press("w")
+        assert isinstance(app.screen, WeightScreen)
+        await pilot.press("backspace", "9", "9", "9", "enter")  # out of range: refused in the dialog
+        assert isinstance(app.screen, WeightScreen)
+        await pilot.press("backspace", "backspace", "backspace", "3", "enter")
+        await app.workers.wait_for_complete()
+        assert ("POST", "/api/v1/pools/web/servers/web1", {"weight": 3}) in app.source.requests
+
+
+async def test_weight_refused_by_the_api_is_reported(static_app):
+    replies = {("POST", "/api/v1/pools/web/servers/web1"): (400, {"error": "weight: must be 0..256"})}
+    app = static_app(replies=replies)
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("2")
+        await _select(pilot, app.query_one("#pool-table", KeyedTable), "server:web/web1")
+        await pilot.press("w", "backspace", "5", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not app.pending
+        assert any("weight: must be 0..256" in str(n.message) for n in app._notifications)
+
+
+async def test_close_tunnel(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("3")
+        await _select(pilot, app.query_one("#session-table", KeyedTable), "17")
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "WebSocket tunnel 17" in app.screen.title_text
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+        assert ("DELETE", "/api/v1/sessions/17", None) in app.source.requests
+
+
+async def test_sort_keeps_the_cursor_on_the_same_session(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("3")
+        table = app.query_one("#session-table", KeyedTable)
+        await _select(pilot, table, "17")
+        await pilot.press("s")  # by idle time
+        assert app.session_sort == "idle"
+        assert table.keys() == ["23", "31", "17"]
+        assert table.selected_key == "17"
+        await pilot.press("s")  # by bytes
+        assert table.keys() == ["31", "17", "23"]
+        assert table.selected_key == "17"
+
+
+async def test_filter_by_server(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("3", "slash", *"chat1", "enter")
+        assert app.query_one("#session-table", KeyedTable).keys() == ["17", "23"]
+        await pilot.press("2")
+        assert app.query_one("#pool-table", KeyedTable).keys() == ["pool:chat", "server:chat/chat1"]
+        await pilot.press("escape")
+        assert app.filter_text == ""
+        assert len(app.query_one("#session-table", KeyedTable).keys()) == 3
+
+
+async def test_reload_errors_are_shown(static_app):
+    errors = ["appliance.toml: pool.web.method: must be one of round-robin, least-conn"]
+    replies = {("POST", "/api/v1/reload"): (422, {"ok": False, "generation": 3, "errors": errors})}
+    app = static_app(replies=replies)
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("r")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, MessageScreen)
+        assert app.screen.lines == errors
+        await pilot.press("escape")
+        assert not isinstance(app.screen, MessageScreen)
+
+
+async def test_help_lists_every_binding(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        listed = {row[1] for row in app.screen.rows}
+        assert {b.description for b in app.BINDINGS} <= listed
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_unreachable_shows_banner_and_recovers(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        app.source.unreachable = "admin API at unix:run/adc.sock: connection refused"
+        await app.poll_once()
+        await pilot.pause()
+        banner = app.query_one("#banner")
+        assert banner.has_class("-visible") and "DISCONNECTED" in str(banner.render())
+        assert app.query_one("#tabs").has_class("-stale")
+        assert app.query_one("#vs-table", KeyedTable).keys() == ["db", "secure", "web"]  # stale data kept
+        app.source.unreachable = None
+        await app.poll_once()
+        await pilot.pause()
+        assert not banner.has_class("-visible")
+        assert not app.query_one("#tabs").has_class("-stale")
+
+
+async def test_pause_and_quit(static_app):
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("p")
+        assert app.paused and "PAUSED" in str(app.query_one("#status-line").render())
+        await pilot.press("p")
+        assert not app.paused
+        await pilot.press("2", "n")  # quit works even with a dialog open
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_too_small_says_so(static_app):
+    app = static_app()
+    async with app.run_test(size=(60, 20)) as pilot:
+        await _start(app, pilot)
+        assert app.screen.has_class("-too-small")
+        assert "needs at least 80×24" in str(app.query_one("#too-small").render())
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert not app.screen.has_class("-too-small")
+
+
+async def test_broken_answers_never_end_the_dashboard(static_app):
+    bad = frame(0)
+    bad["/api/v1/pools"] = {"pools": [{"name": "web", "servers": [{"name": 5, "last_check": "x"}, "junk"]}, 7]}
+    bad["/api/v1/virtual_servers"] = {"virtual_servers": "nope"}
+    bad["/api/v1/sessions"] = ["not", "an", "object"]
+    app = static_app(frames=[bad])
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("2", "3", "4", "5")
+        assert app.is_running
+
+
+def test_rates_and_sparkline_are_computed_from_successive_polls():
+    tracker = RateTracker()
+    for f in FRAMES:
+        answers = {k: f[p] for k, p in (("status", "/api/v1/status"), ("virtual_servers", "/api/v1/virtual_servers"))}
+        tracker.update(Snapshot.from_answers(0.0, answers))
+    web = tracker.get("web")
+    assert web.requests_per_s == 300.0 and web.bytes_in_per_s == 180_000.0
+    assert list(web.history) == [180_000.0 + 2_100_000.0]
+    assert sparkline([0, 1, 2, 4], 4) == "▁▃▅█"
+    assert sparkline([], 3) == "   "
+
+
+def test_session_sort_orders():
+    sessions = FRAMES[0]["/api/v1/sessions"]["sessions"]
+    assert [s["id"] for s in sort_sessions(sessions, "age")] == [31, 17, 23]
+    assert [s["id"] for s in sort_sessions(sessions, "idle")] == [23, 31, 17]
+    assert [s["id"] for s in sort_sessions(sessions, "bytes")] == [31, 17, 23]
+
+
+async def test_no_appliance_at_start_shows_banner(tmp_path):
+    from adc.runtime.admin_client import AdminClient
+
+    address = f"unix:{tmp_path}/missing.sock"
+    app = DashboardApp(AdminClient(address), address=address, interval=0.1)
+    app.animation_level = "none"
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.query_one("#banner")
+        for _ in range(50):  # bounded: 5 s at most
+            if banner.has_class("-visible") and app.failures >= 2:
+                break
+            await pilot.pause(0.1)
+        assert banner.has_class("-visible") and app.failures >= 2  # it keeps retrying
+        text = str(banner.render())
+        assert "DISCONNECTED" in text and "socket not found" in text
+        assert "no data" in str(app.query_one("#status-line").render())
+        await pilot.press("2", "n")  # actions without data do not fail
+        assert app.is_running
