@@ -109,10 +109,16 @@ class Engine:
         profile = self.config.profiles[cfg.profile]
         vs = VirtualServerRuntime(self, cfg, profile)
         if profile.type is ProfileType.HTTPS:
-            from adc.tls.contexts import build_client_ssl
+            from adc.tls.contexts import build_client_ssl, handshake_failure_reason
 
             assert profile.client_ssl is not None
-            vs.client_ssl = build_client_ssl(profile.client_ssl)
+            counters = vs.counters
+
+            def on_handshake_error(exc: BaseException, ssl_object: Any) -> None:
+                counters.error("tls")
+                log.warning("virtual_server %s: TLS handshake failed: %s", name, handshake_failure_reason(exc, ssl_object))
+
+            vs.client_ssl = build_client_ssl(profile.client_ssl, on_handshake_error=on_handshake_error)
         return vs
 
     async def start(self) -> None:

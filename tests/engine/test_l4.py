@@ -258,3 +258,24 @@ async def test_max_connections_per_real_server_overflows_elsewhere(appliance_fac
     assert (b1.accepted, b2.accepted) == (1, 2)
     for w in held:
         w.close()
+
+
+async def test_ipv4_and_ipv6_listeners(appliance_factory, backends):
+    backend = await backends()
+    port = free_port()
+    app = await appliance_factory(
+        f"""
+        [virtual_server.dual]
+        listen = ["127.0.0.1:{port}", "[::1]:{port}"]
+        profile = "tcp"
+        pool = "p"
+        [pool.p]
+        servers = [{{ name = "a", address = "127.0.0.1:{backend.port}" }}]
+        """
+    )
+    assert sorted(app.engine.virtual_servers["dual"].addresses()) == sorted([f"127.0.0.1:{port}", f"[::1]:{port}"])
+    for host in ("127.0.0.1", "::1"):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"v")
+        assert await asyncio.wait_for(reader.readexactly(1), 5) == b"v"
+        writer.close()
