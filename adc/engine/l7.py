@@ -1,0 +1,699 @@
+"""The `http` and `https` profiles: asyncio glue around `adc.http.exchange.Exchange`.
+
+`ClientProtocol` (one per client connection) feeds bytes to the exchange and
+executes the actions it returns; `ServerProtocol` (one per real-server connection)
+feeds the server's bytes back. The HTTP decisions all live in the sans-IO core;
+this module moves bytes, runs timers and applies flow control:
+
+- Paired backpressure: both transports have write-buffer limits (`Profile.buffer_bytes`);
+  when one side's buffer is full, reading from the other side pauses.
+- Timers: one lazily re-armed handle per client connection chooses between
+  `timeout_http_request` (head incomplete, 408), `timeout_client` (keep-alive idle)
+  and `timeout_server` (waiting for the real server, 504).
+- Idle keep-alive connections to real servers are kept per real server (at most
+  `Profile.max_idle_server_connections`, closed after `Profile.timeout_server_idle`).
+- After a 101 that passes every check, both transports go to a `Relay` (the tunnel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from adc.config.model import ProfileType
+from adc.engine.connect import NoServerAvailable, connect_server
+from adc.engine.l4 import peer_text
+from adc.http.exchange import (
+    AccessFacts,
+    Action,
+    CloseClient,
+    Count,
+    Exchange,
+    OpenServer,
+    PauseClient,
+    Phase,
+    ReleaseServer,
+    RequestDone,
+    Respond,
+    ResumeClient,
+    SendToClient,
+    SendToServer,
+    StartTunnel,
+)
+from adc.http.headers import get_one
+from adc.http.routing import Router
+from adc.pools.balancers import PickContext
+from adc.relay import Relay
+from adc.runtime.stats import Session
+
+if TYPE_CHECKING:
+    from adc.engine.engine import Engine, VirtualServerRuntime
+    from adc.pools.pool import PoolRuntime, RealServerRuntime
+
+log = logging.getLogger("adc.l7")
+
+_WAITING_SERVER = frozenset(
+    {Phase.FORWARD_REQUEST, Phase.READ_RESPONSE_HEAD, Phase.UPGRADE_PENDING, Phase.FORWARD_RESPONSE}
+)
+
+
+# -- idle keep-alive connections to real servers ---------------------------------------------
+class IdleConnections:
+    """Idle keep-alive connections of one engine, per real server, newest last."""
+
+    __slots__ = ("by_server",)
+
+    def __init__(self) -> None:
+        self.by_server: dict[Any, collections.deque[ServerProtocol]] = {}
+
+    def take(self, rs: "RealServerRuntime") -> "ServerProtocol | None":
+        conns = self.by_server.get(rs)
+        while conns:
+            conn = conns.pop()  # the most recently used one is the most likely alive
+            conn.cancel_idle()
+            if conn.transport is not None and not conn.transport.is_closing():
+                if not conns:
+                    del self.by_server[rs]
+                return conn
+        self.by_server.pop(rs, None)
+        return None
+
+    def put(self, conn: "ServerProtocol", limit: int, timeout: float) -> bool:
+        conns = self.by_server.setdefault(conn.rs, collections.deque())
+        if len(conns) >= limit:
+            if not conns:
+                del self.by_server[conn.rs]
+            return False
+        conns.append(conn)
+        conn.start_idle(self, timeout)
+        return True
+
+    def remove(self, conn: "ServerProtocol") -> None:
+        conns = self.by_server.get(conn.rs)
+        if conns is not None:
+            try:
+                conns.remove(conn)
+            except ValueError:
+                pass
+            if not conns:
+                del self.by_server[conn.rs]
+
+    def count(self, rs: "RealServerRuntime | None" = None) -> int:
+        if rs is not None:
+            return len(self.by_server.get(rs, ()))
+        return sum(len(c) for c in self.by_server.values())
+
+    def close_all(self) -> None:
+        for conns in list(self.by_server.values()):
+            for conn in list(conns):
+                conn.cancel_idle()
+                if conn.transport is not None:
+                    conn.transport.close()
+        self.by_server.clear()
+
+
+_IDLE: "weakref.WeakKeyDictionary[Engine, IdleConnections]" = weakref.WeakKeyDictionary()
+
+
+def idle_connections(engine: "Engine") -> IdleConnections:
+    idle = _IDLE.get(engine)
+    if idle is None:
+        idle = _IDLE[engine] = IdleConnections()
+    return idle
+
+
+def close_idle(engine: "Engine") -> None:
+    """Close every idle real-server connection of `engine` (call when stopping)."""
+    idle = _IDLE.pop(engine, None)
+    if idle is not None:
+        idle.close_all()
+
+
+# -- the real-server side ----------------------------------------------------------------------
+class ServerProtocol(asyncio.Protocol):
+    """One connection to a real server; owned by a client connection or idle."""
+
+    __slots__ = ("rs", "pool", "owner", "transport", "idle", "idle_timer", "ended", "read_paused", "requests")
+
+    def __init__(self, pool: "PoolRuntime") -> None:
+        self.pool = pool
+        self.rs: RealServerRuntime | None = None
+        self.owner: ClientProtocol | None = None
+        self.transport: asyncio.Transport | None = None
+        self.idle: IdleConnections | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.ended = False
+        self.read_paused = False
+        self.requests = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        if owner is None:  # bytes on an idle connection: it cannot be trusted any more
+            self._drop_idle()
+            return
+        owner.server_data(data)
+
+    def eof_received(self) -> bool:
+        self.ended = True
+        owner = self.owner
+        if owner is None:
+            self._drop_idle()
+        else:
+            owner.server_ended(self)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        already = self.ended
+        self.ended = True
+        self.cancel_idle()
+        owner = self.owner
+        if owner is None:
+            if self.idle is not None:
+                self.idle.remove(self)
+                self.idle = None
+        elif not already:
+            owner.server_ended(self)
+
+    def pause_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.server_buffer_full(True)
+
+    def resume_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.server_buffer_full(False)
+
+    def set_reading(self, on: bool) -> None:
+        t = self.transport
+        if t is None or t.is_closing() or self.read_paused == (not on):
+            return
+        self.read_paused = not on
+        try:
+            if on:
+                t.resume_reading()
+            else:
+                t.pause_reading()
+        except RuntimeError:
+            pass
+
+    # idle bookkeeping
+    def start_idle(self, idle: IdleConnections, timeout: float) -> None:
+        self.idle = idle
+        if timeout > 0:
+            self.idle_timer = asyncio.get_running_loop().call_later(timeout, self._drop_idle)
+
+    def cancel_idle(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.idle = None
+
+    def _drop_idle(self) -> None:
+        if self.idle is not None:
+            self.idle.remove(self)
+        self.cancel_idle()
+        if self.transport is not None:
+            self.transport.close()
+
+
+# -- the client side ------------------------------------------------------------------------------
+class ClientProtocol(asyncio.Protocol):
+    """One client connection of an `http`/`https` virtual server."""
+
+    __slots__ = (
+        "vs", "engine", "profile", "transport", "exchange", "server", "open_task", "client_ip", "client",
+        "loop", "timer", "client_activity", "server_activity", "head_started", "hold", "backpressure",
+        "writing_paused", "closed", "relay", "queue", "running", "request_started", "tunnel_started",
+        "tunnel_facts", "tunnel_rs", "counted", "high_water",
+    )
+
+    def __init__(self, vs: "VirtualServerRuntime") -> None:
+        self.vs = vs
+        self.engine = vs.engine
+        self.profile = vs.profile
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.server: ServerProtocol | None = None
+        self.open_task: asyncio.Task | None = None
+        self.client_ip = ""
+        self.client = "-"
+        self.loop = asyncio.get_running_loop()
+        self.timer: asyncio.TimerHandle | None = None
+        now = self.loop.time()
+        self.client_activity = now
+        self.server_activity = now
+        self.head_started: float | None = None
+        self.hold = False  # the exchange asked to stop reading the client
+        self.backpressure = False  # the server's write buffer is full
+        self.writing_paused = False  # the client's write buffer is full
+        self.closed = False
+        self.counted = False
+        self.relay: Relay | None = None
+        self.queue: collections.deque[Action] = collections.deque()
+        self.running = False
+        self.request_started = time.monotonic()
+        self.tunnel_started = 0.0
+        self.tunnel_facts: AccessFacts | None = None
+        self.tunnel_rs: RealServerRuntime | None = None
+        self.high_water = max(1, self.profile.buffer_bytes)
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        vs = self.vs
+        counters = vs.counters
+        self.transport = transport  # type: ignore[assignment]
+        if vs.stopping or (vs.config.max_connections and counters.conn_current >= vs.config.max_connections):
+            counters.rejected += 1
+            counters.error("refused")
+            self.closed = True
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self.counted = True
+        counters.conn_current += 1
+        counters.conn_total += 1
+        vs.connections.add(self)
+        self.client_ip, self.client = peer_text(transport)
+        scheme = "https" if self.profile.type is ProfileType.HTTPS else "http"
+        self.exchange = Exchange(self.profile, Router(vs.config.routes, vs.config.pool), self.client_ip, scheme)
+        self.transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        self.client_activity = self.loop.time()
+        ex = self.exchange
+        assert ex is not None
+        if ex.phase is Phase.READ_HEAD and self.head_started is None:
+            self.head_started = self.client_activity
+            self.request_started = time.monotonic()
+        self._run(ex.receive_client(data))
+
+    def eof_received(self) -> bool:
+        if self.exchange is not None and not self.closed:
+            self._run(self.exchange.client_eof())
+        return True  # keep writing the response; CloseClient closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.relay is not None:
+            return  # the tunnel owns the transport now
+        was_closed = self.closed
+        self.closed = True
+        if self.exchange is not None and not was_closed:
+            self._run(self.exchange.client_lost("client closed" if exc is None else "client error"))
+        self._cleanup()
+
+    def pause_writing(self) -> None:
+        # the client does not read fast enough: stop reading the real server
+        self.writing_paused = True
+        if self.server is not None:
+            self.server.set_reading(False)
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.server is not None:
+            self.server.set_reading(True)
+
+    # -- called by ServerProtocol -------------------------------------------------------------
+    def server_data(self, data: bytes) -> None:
+        self.server_activity = self.loop.time()
+        assert self.exchange is not None
+        self._run(self.exchange.receive_server(data))
+
+    def server_ended(self, conn: ServerProtocol) -> None:
+        if conn is not self.server or self.exchange is None:
+            return
+        self._run(self.exchange.server_closed())
+
+    def server_buffer_full(self, full: bool) -> None:
+        self.backpressure = full
+        self._sync_reading()
+
+    # -- executing actions ----------------------------------------------------------------------
+    def _run(self, actions: list[Action]) -> None:
+        """Execute actions in order; actions produced while running are queued behind."""
+        if not actions:
+            if not self.running:
+                self._arm()
+            return
+        self.queue.extend(actions)
+        if self.running:
+            return
+        self.running = True
+        try:
+            queue = self.queue
+            while queue:
+                self._execute(queue.popleft())
+        finally:
+            self.running = False
+        self._arm()
+
+    def _execute(self, action: Action) -> None:
+        t = self.transport
+        if isinstance(action, SendToServer):
+            server = self.server
+            assert server is not None and server.transport is not None
+            server.transport.write(action.data)
+        elif isinstance(action, SendToClient):
+            if t is not None and not self.closed:
+                t.write(action.data)
+        elif isinstance(action, OpenServer):
+            self._open_server(action)
+        elif isinstance(action, ReleaseServer):
+            self._release_server(action.reusable)
+        elif isinstance(action, Respond):
+            if t is not None and not self.closed:
+                t.write(action.data)
+            self._count_answer(action.status, action.reason)
+        elif isinstance(action, RequestDone):
+            self._request_done(action.facts)
+        elif isinstance(action, PauseClient):
+            self.hold = True
+            self._sync_reading()
+        elif isinstance(action, ResumeClient):
+            self.hold = False
+            self._sync_reading()
+        elif isinstance(action, CloseClient):
+            self.closed = True
+            if t is not None:
+                t.close()
+        elif isinstance(action, StartTunnel):
+            self._start_tunnel(action)
+        elif isinstance(action, Count):
+            self._count(action.name)
+        else:  # pragma: no cover - a new action without a handler is a bug
+            raise AssertionError(f"unhandled action {action!r}")
+
+    def _sync_reading(self) -> None:
+        t = self.transport
+        if t is None or self.closed or self.relay is not None:
+            return
+        try:
+            if self.hold or self.backpressure:
+                t.pause_reading()
+            else:
+                t.resume_reading()
+        except RuntimeError:
+            pass
+
+    # -- real-server connections ------------------------------------------------------------------
+    def _pick_context(self, action: OpenServer) -> PickContext:
+        request = action.request
+        headers = request.headers
+
+        def header(name: str) -> str | None:
+            value = get_one(headers, name.lower().encode("latin-1"))
+            return None if value is None else value.decode("latin-1")
+
+        def cookie(name: str) -> str | None:
+            for raw in (v for n, v in headers if n.lower() == b"cookie"):
+                for part in raw.decode("latin-1").split(";"):
+                    k, _, v = part.strip().partition("=")
+                    if k == name:
+                        return v
+            return None
+
+        return PickContext(
+            client_ip=self.client_ip,
+            uri=request.target.decode("latin-1"),
+            host=request.host,
+            header=header,
+            cookie=cookie,
+        )
+
+    def _open_server(self, action: OpenServer) -> None:
+        pool = self.engine.pools[action.pool]
+        ctx = self._pick_context(action)
+        first = None
+        if not action.retry:
+            first = pool.pick(ctx)
+            if first is not None:
+                conn = idle_connections(self.engine).take(first)
+                if conn is not None:
+                    pool.take(first)
+                    self._attach(conn)
+                    assert self.exchange is not None
+                    self._run(self.exchange.server_connected(reused=True))
+                    return
+        self.open_task = self.loop.create_task(self._connect(action, pool, ctx, first))
+
+    async def _connect(self, action: OpenServer, pool: "PoolRuntime", ctx: PickContext, first: Any) -> None:
+        try:
+            rs, transport, conn = await connect_server(
+                pool, ctx, self.profile, lambda: ServerProtocol(pool), host=action.request.host or None, first=first
+            )
+        except NoServerAvailable as exc:
+            self.open_task = None
+            if self.closed or self.exchange is None:
+                return
+            log.warning("virtual_server %s: %s: %s", self.vs.name, self.client, exc.reason)
+            self._run(self.exchange.server_failed(exc.reason, 502 if exc.tls_failure else 503))
+            return
+        self.open_task = None
+        conn.rs = rs
+        if self.closed or self.exchange is None or self.exchange.phase is not Phase.CONNECT:
+            transport.close()
+            pool.drop(rs)
+            return
+        self._attach(conn)
+        self._run(self.exchange.server_connected(reused=False))
+
+    def _attach(self, conn: ServerProtocol) -> None:
+        self.server = conn
+        conn.owner = self
+        conn.requests += 1
+        assert conn.transport is not None
+        conn.transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)
+        conn.set_reading(not self.writing_paused)
+        self.server_activity = self.loop.time()
+
+    def _release_server(self, reusable: bool) -> None:
+        if self.open_task is not None:  # still connecting: give up on it
+            self.open_task.cancel()
+            self.open_task = None
+        conn = self.server
+        if conn is None:
+            return
+        self.server = None
+        conn.owner = None
+        if self.backpressure:
+            self.backpressure = False
+            self._sync_reading()
+        rs = conn.rs
+        assert rs is not None and conn.transport is not None
+        conn.pool.drop(rs)
+        profile = self.profile
+        if (
+            reusable
+            and not conn.ended
+            and not conn.transport.is_closing()
+            and profile.max_idle_server_connections > 0
+            and idle_connections(self.engine).put(
+                conn, profile.max_idle_server_connections, profile.timeout_server_idle
+            )
+        ):
+            conn.set_reading(True)
+            return
+        conn.transport.close()
+
+    # -- timers -------------------------------------------------------------------------------------
+    def _deadline(self) -> tuple[str, float] | None:
+        """(which timeout, when it expires) for the current phase, or None."""
+        ex = self.exchange
+        if ex is None or self.closed:
+            return None
+        phase = ex.phase
+        p = self.profile
+        if phase is Phase.READ_HEAD:
+            if ex.head_in_progress:
+                if self.head_started is None:
+                    self.head_started = self.client_activity
+                return ("http_request", self.head_started + p.timeout_http_request) if p.timeout_http_request else None
+            self.head_started = None
+            return ("client", self.client_activity + p.timeout_client) if p.timeout_client else None
+        if phase in _WAITING_SERVER:
+            if not p.timeout_server:
+                return None
+            return "server", max(self.server_activity, self.client_activity) + p.timeout_server
+        return None
+
+    def _arm(self) -> None:
+        if self.closed or self.relay is not None:
+            return
+        deadline = self._deadline()
+        timer = self.timer
+        if deadline is None:
+            return  # a pending timer finds nothing to do and is not re-armed
+        if timer is not None:
+            if timer.when() <= deadline[1]:
+                return  # fires first and re-arms lazily
+            timer.cancel()
+        self.timer = self.loop.call_at(deadline[1], self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        deadline = self._deadline()
+        if deadline is None or self.exchange is None:
+            return
+        kind, at = deadline
+        if self.loop.time() < at - 0.001:
+            self.timer = self.loop.call_at(at, self._on_timer)
+            return
+        self.vs.counters.timeouts += 1
+        self.vs.counters.error("timeout")
+        if kind == "server":
+            self._run(self.exchange.server_timeout())
+        else:
+            self._run(self.exchange.client_timeout())
+
+    # -- the tunnel --------------------------------------------------------------------------------
+    def _start_tunnel(self, action: StartTunnel) -> None:
+        conn = self.server
+        t = self.transport
+        assert conn is not None and conn.transport is not None and t is not None and conn.rs is not None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        vs = self.vs
+        p = self.profile
+        session = Session("tunnel", self.client, vs.name, vs.counters, time.monotonic())
+        session.pool = conn.pool.name
+        session.server = conn.rs.name
+        session.pool_counters = conn.pool.counters
+        session.server_counters = conn.rs.counters
+        relay = Relay(
+            session,
+            idle_timeout=p.timeout_tunnel,
+            client_fin_timeout=p.timeout_client_fin,
+            server_fin_timeout=p.timeout_server_fin,
+            high_water=self.high_water,
+            on_close=self._tunnel_closed,
+        )
+        self.relay = relay
+        self.server = None
+        conn.owner = None
+        for c in session.counters():
+            c.tunnels_current += 1
+            c.tunnels_total += 1
+            c.upgrades_accepted += 1
+        self.tunnel_started = time.monotonic()
+        self.tunnel_rs = conn.rs
+        conn.rs.tunnels += 1
+        self.engine.stats.open_session(session)
+        relay.attach(t, conn.transport)
+        relay.start(action.client_leftover, action.server_leftover)
+
+    def _tunnel_closed(self, relay: Relay, reason: str) -> None:
+        session = relay.session
+        for c in session.counters():
+            c.tunnels_current -= 1
+        self.engine.stats.close_session(session)
+        rs = self.tunnel_rs
+        if rs is not None:
+            self.tunnel_rs = None
+            rs.tunnels -= 1
+            rs.pool.drop(rs)
+        facts = self.tunnel_facts
+        self.engine.access_log.log({
+            "kind": "tunnel",
+            "client": self.client,
+            "vs": self.vs.name,
+            "host": facts.host if facts else None,
+            "path": facts.target if facts else None,
+            "route": facts.route if facts else None,
+            "pool": session.pool,
+            "server": session.server,
+            "bytes_in": session.bytes_in,
+            "bytes_out": session.bytes_out,
+            "duration": time.monotonic() - self.tunnel_started,
+            "end": reason,
+        })
+        self._cleanup()
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def _request_done(self, facts: AccessFacts) -> None:
+        vs = self.vs
+        conn = self.server
+        vs.counters.requests += 1
+        vs.counters.count_response(facts.status)
+        vs.counters.bytes_in += facts.bytes_in
+        vs.counters.bytes_out += facts.bytes_out
+        server_name = None
+        if conn is not None and conn.rs is not None:
+            server_name = conn.rs.name
+            for c in (conn.pool.counters, conn.rs.counters):
+                c.requests += 1
+                c.count_response(facts.status)
+                c.bytes_in += facts.bytes_in
+                c.bytes_out += facts.bytes_out
+        if facts.upgrade == "tunnel":
+            self.tunnel_facts = facts
+        elif facts.upgrade == "declined":
+            vs.counters.upgrades_refused += 1
+        self.engine.access_log.log({
+            "kind": "http",
+            "client": self.client,
+            "vs": self.vs.name,
+            "method": facts.method or None,
+            "host": facts.host or None,
+            "path": facts.target or None,
+            "version": facts.version or None,
+            "route": facts.route or None,
+            "pool": facts.pool,
+            "server": server_name,
+            "status": facts.status,
+            "bytes_in": facts.bytes_in,
+            "bytes_out": facts.bytes_out,
+            "duration": time.monotonic() - self.request_started,
+            "upgrade": facts.upgrade,
+            "retried": True if facts.retried else None,
+            "reason": facts.reason,
+        })
+        self.request_started = time.monotonic()
+        self.head_started = None
+
+    def _count_answer(self, status: int, reason: str) -> None:
+        """An answer the appliance made itself: count it and say why in the log."""
+        counters = self.vs.counters
+        if status == 503:
+            counters.error("no_server")
+        elif status in (400, 413, 414, 431, 502, 505):
+            counters.error("protocol")
+        if status >= 500 or status in (400, 408, 414, 431):
+            log.info("virtual_server %s: %s: answered %d: %s", self.vs.name, self.client, status, reason)
+
+    def _count(self, name: str) -> None:
+        counters = self.vs.counters
+        if name == "websocket_refused":
+            counters.upgrades_stripped += 1
+        elif name == "response_framing_violation":
+            counters.error("protocol")
+            log.warning("virtual_server %s: a real server sent a forbidden Transfer-Encoding", self.vs.name)
+        elif name == "websocket_upgrade":
+            counters.upgrades_attempted += 1
+
+    def _cleanup(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.open_task is not None:
+            self.open_task.cancel()
+            self.open_task = None
+        if self.server is not None:
+            self._release_server(False)
+        if self.counted:
+            self.counted = False
+            self.vs.counters.conn_current -= 1
+            self.vs.connections.discard(self)
+
+    def close(self, reason: str = "closed") -> None:
+        """Close this client connection (engine stop, admin action)."""
+        if self.relay is not None:
+            self.relay.close(reason)
+            return
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,653 @@
+"""The Layer-7 state machine of one client connection (sans-IO).
+
+Bytes and happenings go in (`receive_client`, `receive_server`, `server_connected`,
+`client_eof`, timeouts...); a list of actions comes out, which the asyncio driver
+executes in order. One request is in flight towards one real-server connection at
+a time; pipelined requests wait (client reading paused) and are answered in order.
+
+Phases (`Phase`) change only through `_enter`, which checks `TRANSITIONS` and
+fails loudly on an illegal step. TUNNEL is reachable only from UPGRADE_PENDING,
+and only when `may_tunnel` says so.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from adc.config.model import Profile
+from adc.http.events import Body, BodyKind, EndOfMessage, Event, Malformed, RequestHead, ResponseHead
+from adc.http.headers import add_forwarding, serialize, strip_hop_by_hop, without
+from adc.http.parser import RequestParser, ResponseParser
+from adc.http.responses import build_response, reason_phrase
+from adc.http.routing import RouteMatch, Router
+from adc.http.upgrade import asks_upgrade, asks_websocket, check_websocket_request, may_tunnel
+
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class Phase(enum.Enum):
+    READ_HEAD = enum.auto()  # waiting for (the rest of) a request head
+    CONNECT = enum.auto()  # a real-server connection is being opened
+    FORWARD_REQUEST = enum.auto()  # request body streaming to the server, no answer yet
+    READ_RESPONSE_HEAD = enum.auto()  # request sent, waiting for the response head
+    FORWARD_RESPONSE = enum.auto()  # response body streaming to the client
+    UPGRADE_PENDING = enum.auto()  # websocket asked; client bytes held, client reading paused
+    TUNNEL = enum.auto()  # handed to the relay; no HTTP code runs any more
+    CLOSING = enum.auto()  # the client connection is being closed
+
+
+P = Phase
+TRANSITIONS: Final[Mapping[Phase, frozenset[Phase]]] = {
+    P.READ_HEAD: frozenset({P.CONNECT, P.READ_HEAD, P.CLOSING}),
+    P.CONNECT: frozenset({P.FORWARD_REQUEST, P.READ_RESPONSE_HEAD, P.UPGRADE_PENDING, P.READ_HEAD, P.CLOSING}),
+    P.FORWARD_REQUEST: frozenset({P.READ_RESPONSE_HEAD, P.UPGRADE_PENDING, P.FORWARD_RESPONSE, P.CLOSING}),
+    P.READ_RESPONSE_HEAD: frozenset({P.FORWARD_RESPONSE, P.READ_HEAD, P.CONNECT, P.CLOSING}),
+    P.FORWARD_RESPONSE: frozenset({P.READ_HEAD, P.CLOSING}),
+    P.UPGRADE_PENDING: frozenset({P.TUNNEL, P.FORWARD_RESPONSE, P.READ_HEAD, P.CONNECT, P.CLOSING}),
+    P.TUNNEL: frozenset(),
+    P.CLOSING: frozenset(),
+}
+
+
+class IllegalTransition(AssertionError):
+    pass
+
+
+# -- actions ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SendToServer:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendToClient:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OpenServer:
+    """Pick a real server of `pool` and connect (or reuse an idle connection unless `retry`)."""
+
+    pool: str
+    match: RouteMatch
+    request: RequestHead
+    retry: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """An answer made by the appliance: write `data`, then close the client if `close`."""
+
+    status: int
+    reason: str
+    close: bool
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StartTunnel:
+    client_leftover: bytes
+    server_leftover: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseServer:
+    """The current real-server connection is no longer needed by this exchange."""
+
+    reusable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PauseClient:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeClient:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CloseClient:
+    """Close the client connection once what was written is flushed."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A counter the engine increments (e.g. `websocket_refused`)."""
+
+    name: str
+
+
+@dataclass(slots=True)
+class AccessFacts:
+    """What the access log says about one request (timings are the engine's)."""
+
+    method: str = ""
+    target: str = ""
+    host: str = ""
+    version: str = ""
+    route: str = ""
+    pool: str | None = None
+    status: int = 0
+    bytes_in: int = 0  # request body bytes from the client
+    bytes_out: int = 0  # response body bytes to the client
+    reason: str | None = None  # why the appliance answered or closed itself
+    upgrade: str | None = None  # "tunnel", "refused", "declined" (non-101), "ignored"
+    retried: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDone:
+    facts: AccessFacts
+
+
+Action = (
+    SendToServer | SendToClient | OpenServer | Respond | StartTunnel | ReleaseServer
+    | PauseClient | ResumeClient | CloseClient | Count | RequestDone
+)
+
+_LAST_CHUNK: Final = b"0\r\n"
+
+
+@dataclass(slots=True)
+class _Request:
+    head: RequestHead
+    match: RouteMatch
+    facts: AccessFacts
+    server_head: bytes = b""
+    complete: bool = False  # the whole request was read from the client
+    websocket: bool = False  # a tunnel candidate
+    websocket_allowed: bool = False
+    response: ResponseHead | None = None
+    response_started: bool = False  # a response byte reached the client side
+    server_byte_seen: bool = False
+    close_after: bool = False
+    dechunk: bool = False
+    answered: bool = False  # the appliance answered; the body is discarded
+    retried: bool = False
+    sent_body: bool = False
+    interim: list[bytes] = field(default_factory=list)
+
+
+class Exchange:
+    """One client connection's HTTP/1.1 exchanges with real servers."""
+
+    __slots__ = (
+        "profile", "router", "client_ip", "scheme", "phase", "_parser", "_rparser", "_queue",
+        "_req", "_paused", "_client_eof", "_server_reused", "_out",
+    )
+
+    def __init__(self, profile: Profile, router: Router, client_ip: str, scheme: str = "http") -> None:
+        self.profile = profile
+        self.router = router
+        self.client_ip = client_ip
+        self.scheme = scheme
+        self.phase = Phase.READ_HEAD
+        self._parser = RequestParser(profile.max_request_line, profile.max_header_bytes, profile.max_headers)
+        self._rparser = ResponseParser(profile.max_header_bytes, profile.max_headers)
+        self._queue: deque[Event] = deque()
+        self._req: _Request | None = None
+        self._paused = False
+        self._client_eof = False
+        self._server_reused = False
+        self._out: list[Action] = []
+
+    # -- state ---------------------------------------------------------------------------------
+    def _enter(self, new: Phase) -> None:
+        if new not in TRANSITIONS[self.phase]:
+            raise IllegalTransition(f"{self.phase.name} -> {new.name}")
+        self.phase = new
+
+    @property
+    def head_in_progress(self) -> bool:
+        """Part of a request head has arrived (the http-request timeout applies)."""
+        return self._parser.in_head or (bool(self._queue) and self.phase is Phase.READ_HEAD)
+
+    @property
+    def awaiting_server(self) -> bool:
+        """Waiting for the real server (the server timeout applies)."""
+        return self.phase in (
+            Phase.FORWARD_REQUEST, Phase.READ_RESPONSE_HEAD, Phase.UPGRADE_PENDING, Phase.FORWARD_RESPONSE
+        )
+
+    # -- inputs --------------------------------------------------------------------------------
+    def receive_client(self, data: bytes) -> list[Action]:
+        if self.phase in (Phase.TUNNEL, Phase.CLOSING):
+            return []
+        self._queue.extend(self._parser.receive_data(data))
+        self._pump()
+        return self._flush()
+
+    def receive_server(self, data: bytes) -> list[Action]:
+        req = self._req
+        if self.phase in (Phase.TUNNEL, Phase.CLOSING):
+            return []
+        if req is None or self.phase in (Phase.CONNECT, Phase.READ_HEAD):
+            raise AssertionError(f"server bytes in phase {self.phase.name}")
+        req.server_byte_seen = True
+        for event in self._rparser.receive_data(data):
+            if self.phase in (Phase.TUNNEL, Phase.CLOSING):
+                break
+            self._on_server_event(req, event)
+        self._pump()
+        return self._flush()
+
+    def server_connected(self, reused: bool = False) -> list[Action]:
+        """The connection asked for by OpenServer is ready."""
+        req = self._req
+        if self.phase is not Phase.CONNECT or req is None:
+            raise AssertionError(f"server_connected in phase {self.phase.name}")
+        self._server_reused = reused
+        self._rparser.expect(req.head.method)
+        self._out.append(SendToServer(req.server_head))
+        if req.complete:
+            self._request_sent(req)
+        else:
+            self._enter(Phase.FORWARD_REQUEST)
+        self._pump()
+        return self._flush()
+
+    def server_failed(self, reason: str = "no real server available", status: int = 503) -> list[Action]:
+        """No real server could be connected (the driver already tried the others).
+
+        503 when no server was available or reachable; 502 when one answered but
+        the connection failed (e.g. its TLS certificate was refused).
+        """
+        if self.phase is not Phase.CONNECT:
+            raise AssertionError(f"server_failed in phase {self.phase.name}")
+        self._answer(status, reason, server=False)
+        return self._flush()
+
+    def server_closed(self) -> list[Action]:
+        """The real-server connection ended (EOF or error)."""
+        req = self._req
+        if req is None or self.phase in (Phase.TUNNEL, Phase.CLOSING, Phase.READ_HEAD, Phase.CONNECT):
+            return []
+        for event in self._rparser.eof():
+            self._on_server_event(req, event)
+        if self._req is req and self.phase not in (Phase.TUNNEL, Phase.CLOSING, Phase.READ_HEAD):
+            if (
+                not req.server_byte_seen
+                and self._server_reused
+                and not req.retried
+                and not req.sent_body
+                and req.complete
+                and req.head.method in IDEMPOTENT_METHODS
+            ):
+                req.retried = req.facts.retried = True
+                self._out.append(ReleaseServer(False))
+                self._out.append(Count("request_retried"))
+                self._enter(Phase.CONNECT)
+                assert req.match.pool is not None
+                self._out.append(OpenServer(req.match.pool, req.match, req.head, retry=True))
+            else:
+                self._fail_server(req, "real server closed the connection")
+        self._pump()
+        return self._flush()
+
+    def server_timeout(self) -> list[Action]:
+        req = self._req
+        if req is None or self.phase in (Phase.TUNNEL, Phase.CLOSING, Phase.READ_HEAD):
+            return []
+        if self.phase is Phase.CONNECT:
+            self._answer(503, "timeout connecting to the real server", server=False)
+        else:
+            self._fail_server(req, "timeout waiting for the real server", status=504)
+        return self._flush()
+
+    def client_timeout(self) -> list[Action]:
+        """timeout_http_request (head incomplete) or timeout_client (idle) expired."""
+        if self.phase in (Phase.TUNNEL, Phase.CLOSING):
+            return []
+        if self.phase is Phase.READ_HEAD and self._req is None:
+            if self.head_in_progress:
+                self._parser.close()
+                self._queue.clear()
+                self._answer(408, "request head not received in time", server=False, close=True)
+            else:
+                self._enter(Phase.CLOSING)
+                self._out.append(CloseClient("idle keep-alive connection"))
+        else:
+            self._abort("client timeout", status=408)
+        return self._flush()
+
+    def client_eof(self) -> list[Action]:
+        """The client half-closed or went away."""
+        if self.phase in (Phase.TUNNEL, Phase.CLOSING):
+            return []
+        self._client_eof = True
+        self._parser.close()
+        req = self._req
+        if req is None:
+            if not self._queue:
+                self._enter(Phase.CLOSING)
+                self._out.append(CloseClient("client closed"))
+        elif not req.complete:
+            self._abort("client closed in the middle of a request")
+        self._pump()
+        return self._flush()
+
+    def client_lost(self, reason: str = "client closed") -> list[Action]:
+        """The client connection is gone: log what was in flight, drop the server."""
+        if self.phase in (Phase.TUNNEL, Phase.CLOSING):
+            return []
+        req = self._req
+        if self.phase is not Phase.READ_HEAD:
+            self._out.append(ReleaseServer(False))
+        if req is not None and not req.answered:
+            req.facts.reason = req.facts.reason or reason
+            self._out.append(RequestDone(req.facts))
+        self._req = None
+        self._queue.clear()
+        self._parser.close()
+        self._enter(Phase.CLOSING)
+        return self._flush()
+
+    # -- client side ---------------------------------------------------------------------------
+    def _pump(self) -> None:
+        while self._queue and self.phase not in (Phase.TUNNEL, Phase.CLOSING):
+            event = self._queue[0]
+            req = self._req
+            if isinstance(event, RequestHead):
+                if req is not None or self.phase is not Phase.READ_HEAD:
+                    break
+                self._queue.popleft()
+                self._start_request(event)
+            elif isinstance(event, Malformed):
+                if req is not None and req.complete:
+                    break  # belongs to the next request: answer in order
+                self._queue.popleft()
+                if req is None:
+                    self._answer(event.status, event.reason, server=False, close=True)
+                else:
+                    self._abort(event.reason, status=event.status)
+            else:
+                if req is None:
+                    raise AssertionError("body event without a request")
+                if (
+                    self.phase is Phase.CONNECT
+                    and not req.answered
+                    and (isinstance(event, Body) or req.head.body is BodyKind.CHUNKED)
+                ):
+                    last = self._queue[-1]
+                    if isinstance(last, Malformed) and not any(isinstance(e, EndOfMessage) for e in self._queue):
+                        # This request's body is malformed: no need to reach a server.
+                        self._queue.clear()
+                        self._abort(last.reason, status=last.status)
+                    break  # body bytes wait for the server connection
+                self._queue.popleft()
+                self._request_event(req, event)
+        if self.phase in (Phase.TUNNEL, Phase.CLOSING):
+            return
+        if self._client_eof and self._req is None and not self._queue and self.phase is Phase.READ_HEAD:
+            self._enter(Phase.CLOSING)
+            self._out.append(CloseClient("client closed"))
+            return
+        want_pause = bool(self._queue) or self._parser.upgrade_held
+        if (
+            self._parser.upgrade_held
+            and not self._queue
+            and not (self._req is not None and self._req.websocket)
+        ):
+            # Not a tunnel candidate: the bytes after it are plain HTTP.
+            self._queue.extend(self._parser.resume())
+            self._pump()
+            return
+        if want_pause and not self._paused:
+            self._paused = True
+            self._out.append(PauseClient())
+        elif not want_pause and self._paused:
+            self._paused = False
+            self._out.append(ResumeClient())
+
+    def _start_request(self, head: RequestHead) -> None:
+        match = self.router.match(head.host, head.method, head.path)
+        facts = AccessFacts(
+            method=head.method,
+            target=head.target.decode("latin-1"),
+            host=head.host,
+            version=head.version,
+            route=match.describe(),
+            pool=match.pool,
+        )
+        req = _Request(head=head, match=match, facts=facts, complete=False)
+        self._req = req
+        route = match.route
+        req.websocket_allowed = self.profile.websocket if route is None or route.websocket is None else route.websocket
+        keep: tuple[bytes, ...] = ()
+        if asks_upgrade(head):
+            if asks_websocket(head) and req.websocket_allowed and match.respond is None:
+                problem = check_websocket_request(head)
+                if problem is not None:
+                    self._answer(400, problem, server=False, close=True)
+                    return
+                req.websocket = True
+                keep = (b"upgrade", b"connection")
+                self._out.append(Count("websocket_upgrade"))
+            elif asks_websocket(head):
+                facts.upgrade = "refused"
+                self._out.append(Count("websocket_refused"))
+            else:
+                facts.upgrade = "ignored"
+                self._out.append(Count("upgrade_ignored"))
+        if match.respond is not None:
+            req.answered = True
+            self._answer(match.respond, f"route {match.describe()}", server=False)
+            return
+        headers = strip_hop_by_hop(head.headers, keep)
+        if req.websocket:
+            headers = [(n, b"Upgrade") if n.lower() == b"connection" else (n, v) for n, v in headers]
+        host_values = [v for n, v in head.headers if n.lower() == b"host"]
+        headers = add_forwarding(
+            headers,
+            self.client_ip,
+            self.scheme,
+            host_values[0] if host_values else None,
+            x_forwarded_for=self.profile.x_forwarded_for,
+            x_forwarded_proto=self.profile.x_forwarded_proto,
+            forwarded=self.profile.forwarded,
+        )
+        start = b"%s %s HTTP/1.1" % (head.method.encode("ascii"), head.target)
+        req.server_head = serialize(start, headers)
+        self._enter(Phase.CONNECT)
+        assert match.pool is not None
+        self._out.append(OpenServer(match.pool, match, head))
+
+    def _request_event(self, req: _Request, event: Event) -> None:
+        chunked = req.head.body is BodyKind.CHUNKED
+        if isinstance(event, Body):
+            req.facts.bytes_in += len(event.data)
+            if req.answered:
+                return
+            req.sent_body = True
+            if chunked:
+                data = event.data
+                self._out.append(SendToServer(b"%x\r\n%s\r\n" % (len(data), data)))
+            else:
+                self._out.append(SendToServer(event.data))
+            return
+        assert isinstance(event, EndOfMessage)
+        req.complete = True
+        if req.answered:
+            self._finish_answered(req)
+            return
+        if chunked:
+            self._out.append(SendToServer(serialize(_LAST_CHUNK[:-2], event.trailers)))
+        if self.phase is Phase.FORWARD_REQUEST:
+            self._request_sent(req)
+        # CONNECT: server_connected moves on; FORWARD_RESPONSE: an early answer is
+        # being relayed and the client is closed after it.
+
+    def _request_sent(self, req: _Request) -> None:
+        self._enter(Phase.UPGRADE_PENDING if req.websocket else Phase.READ_RESPONSE_HEAD)
+
+    # -- server side -----------------------------------------------------------------------
+    def _on_server_event(self, req: _Request, event: Event) -> None:
+        if isinstance(event, ResponseHead):
+            self._on_response_head(req, event)
+        elif isinstance(event, Body):
+            if self.phase is not Phase.FORWARD_RESPONSE:
+                raise AssertionError(f"response body in phase {self.phase.name}")
+            data = event.data
+            req.facts.bytes_out += len(data)
+            if req.response is not None and req.response.body is BodyKind.CHUNKED and not req.dechunk:
+                self._out.append(SendToClient(b"%x\r\n%s\r\n" % (len(data), data)))
+            else:
+                self._out.append(SendToClient(data))
+        elif isinstance(event, EndOfMessage):
+            response = req.response
+            if response is None or self.phase is not Phase.FORWARD_RESPONSE:
+                raise AssertionError(f"end of response in phase {self.phase.name}")
+            if response.body is BodyKind.CHUNKED and not req.dechunk:
+                self._out.append(SendToClient(serialize(_LAST_CHUNK[:-2], strip_hop_by_hop(event.trailers))))
+            # An early answer (request incomplete) was sent with Connection: close.
+            self._finish_response(req)
+        else:
+            assert isinstance(event, Malformed)
+            self._fail_server(req, event.reason, status=event.status)
+
+    def _on_response_head(self, req: _Request, resp: ResponseHead) -> None:
+        if self.phase not in (Phase.FORWARD_REQUEST, Phase.READ_RESPONSE_HEAD, Phase.UPGRADE_PENDING):
+            raise AssertionError(f"response head in phase {self.phase.name}")
+        if resp.interim:
+            if req.head.version == "1.1":
+                req.response_started = True
+                start = b"HTTP/1.1 %d %s" % (resp.status, resp.reason)
+                self._out.append(SendToClient(serialize(start, strip_hop_by_hop(resp.headers))))
+            return
+        if resp.status == 101:
+            ok, why = may_tunnel(
+                req.head, resp, websocket_allowed=req.websocket_allowed, request_complete=req.complete
+            )
+            if not ok or self.phase is not Phase.UPGRADE_PENDING:
+                self._fail_server(req, why or "unexpected 101", status=502)
+                return
+            req.facts.status = 101
+            req.facts.upgrade = "tunnel"
+            start = b"HTTP/1.1 101 %s" % (resp.reason or b"Switching Protocols")
+            headers = strip_hop_by_hop(resp.headers, (b"upgrade", b"connection"))
+            self._out.append(SendToClient(serialize(start, headers)))
+            self._out.append(RequestDone(req.facts))
+            self._enter(Phase.TUNNEL)
+            self._out.append(StartTunnel(self._parser.take_held(), self._rparser.leftover))
+            self._req = None
+            return
+        req.response = resp
+        req.response_started = True
+        req.facts.status = resp.status
+        if req.websocket:
+            req.facts.upgrade = "declined"
+        if resp.framing_violation is not None:
+            self._out.append(Count("response_framing_violation"))
+        client_10 = req.head.version == "1.0"
+        req.dechunk = client_10 and resp.body is BodyKind.CHUNKED
+        req.close_after = (
+            not req.head.keep_alive
+            or self._client_eof
+            or resp.body is BodyKind.CLOSE
+            or req.dechunk
+            or not req.complete
+        )
+        headers = strip_hop_by_hop(resp.headers)
+        if resp.framing_violation is not None or req.dechunk:
+            headers = without(headers, (b"transfer-encoding",))
+        if req.close_after:
+            headers.append((b"Connection", b"close"))
+        elif client_10:
+            headers.append((b"Connection", b"keep-alive"))
+        start = b"HTTP/1.1 %d %s" % (resp.status, resp.reason or reason_phrase(resp.status).encode("latin-1"))
+        self._out.append(SendToClient(serialize(start, headers)))
+        self._enter(Phase.FORWARD_RESPONSE)
+
+    def _finish_response(self, req: _Request) -> None:
+        resp = req.response
+        assert resp is not None
+        reusable = (
+            resp.keep_alive
+            and req.complete
+            and resp.framing_violation is None
+            and resp.body is not BodyKind.CLOSE
+        )
+        self._out.append(ReleaseServer(reusable))
+        self._out.append(RequestDone(req.facts))
+        self._req = None
+        if req.close_after or (self._client_eof and not self._queue):
+            self._enter(Phase.CLOSING)
+            self._out.append(CloseClient("connection: close" if not self._client_eof else "client closed"))
+            return
+        self._enter(Phase.READ_HEAD)
+
+    def _fail_server(self, req: _Request, reason: str, status: int = 502) -> None:
+        """The real server failed this request: answer if we still can, else close."""
+        self._out.append(ReleaseServer(False))
+        if self.phase is Phase.FORWARD_RESPONSE or req.response_started:
+            req.facts.reason = reason
+            self._out.append(RequestDone(req.facts))
+            self._req = None
+            self._enter(Phase.CLOSING)
+            self._out.append(CloseClient(reason))
+            return
+        self._answer(status, reason, server=False, close=True)
+
+    # -- answers made by the appliance -------------------------------------------------------
+    def _answer(self, status: int, reason: str, *, server: bool, close: bool | None = None) -> None:
+        """Respond with `status`; keep the client only when framing is certain."""
+        req = self._req
+        if close is None:
+            close = req is None or not req.head.keep_alive or req.head.body is not BodyKind.NONE or self._client_eof
+        head_only = req is not None and req.head.method == "HEAD"
+        data = build_response(status, close=close, detail=reason if status >= 400 else "", head_only=head_only)
+        facts = req.facts if req is not None else AccessFacts()
+        facts.status = status
+        facts.reason = reason
+        if server:
+            self._out.append(ReleaseServer(False))
+        self._out.append(Respond(status, reason, close, data))
+        self._out.append(RequestDone(facts))
+        if close:
+            self._req = None
+            self._queue.clear()
+            self._parser.close()
+            self._enter(Phase.CLOSING)
+            self._out.append(CloseClient(reason))
+            return
+        if req is not None and req.complete:
+            self._req = None
+        if self.phase is not Phase.READ_HEAD:
+            self._enter(Phase.READ_HEAD)
+
+    def _finish_answered(self, req: _Request) -> None:
+        """The discarded body of an answered request has been read."""
+        self._req = None
+
+    def _abort(self, reason: str, status: int = 400) -> None:
+        req = self._req
+        if req is None:
+            self._answer(status, reason, server=False, close=True)
+            return
+        server_attached = self.phase in (
+            Phase.CONNECT, Phase.FORWARD_REQUEST, Phase.READ_RESPONSE_HEAD, Phase.FORWARD_RESPONSE, Phase.UPGRADE_PENDING
+        )
+        if server_attached:
+            self._out.append(ReleaseServer(False))
+        if req.response_started or self._client_eof:
+            req.facts.reason = reason
+            self._out.append(RequestDone(req.facts))
+            self._req = None
+            self._queue.clear()
+            self._parser.close()
+            self._enter(Phase.CLOSING)
+            self._out.append(CloseClient(reason))
+            return
+        self._answer(status, reason, server=False, close=True)
+
+    def _flush(self) -> list[Action]:
+        out, self._out = self._out, []
+        return out

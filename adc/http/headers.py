@@ -1,0 +1,104 @@
+"""Header helpers: token lists, hop-by-hop removal, X-Forwarded-* / Forwarded.
+
+Names and values are kept as the peer sent them (case and order); only the lines
+the appliance must drop or add change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from adc.http.events import Headers
+
+# Always hop-by-hop (RFC 9110 §7.6.1), plus the Proxy-* family checked by prefix.
+HOP_BY_HOP: frozenset[bytes] = frozenset(
+    {b"connection", b"keep-alive", b"te", b"trailer", b"upgrade", b"proxy-connection"}
+)
+
+
+def tokens(value: bytes) -> list[str]:
+    """A comma-separated token list, lower case, empty members dropped."""
+    return [t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip()]
+
+
+def get_all(headers: Headers, name: bytes) -> list[bytes]:
+    """Every value of `name` (lower case) in order."""
+    return [v for n, v in headers if n.lower() == name]
+
+
+def get_one(headers: Headers, name: bytes) -> bytes | None:
+    values = get_all(headers, name)
+    return values[0] if values else None
+
+
+def connection_tokens(headers: Headers) -> set[str]:
+    out: set[str] = set()
+    for value in get_all(headers, b"connection"):
+        out.update(tokens(value))
+    return out
+
+
+def strip_hop_by_hop(headers: Headers, keep: Iterable[bytes] = ()) -> Headers:
+    """Headers without the hop-by-hop fields (and the ones Connection names).
+
+    `keep` lists lower-case names to keep even though they are hop-by-hop
+    (Upgrade and Connection on a websocket upgrade).
+    """
+    keep_set = frozenset(keep)
+    named = {t.encode("latin-1") for t in connection_tokens(headers)}
+    drop = (HOP_BY_HOP | named) - keep_set
+    out: Headers = []
+    for name, value in headers:
+        low = name.lower()
+        if low in drop or (low.startswith(b"proxy-") and low not in keep_set):
+            continue
+        out.append((name, value))
+    return out
+
+
+def without(headers: Headers, names: Iterable[bytes]) -> Headers:
+    drop = frozenset(names)
+    return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+def _forwarded_for(ip: str) -> str:
+    return f'"[{ip}]"' if ":" in ip else ip
+
+
+def add_forwarding(
+    headers: Headers,
+    client_ip: str,
+    scheme: str,
+    host: bytes | None,
+    *,
+    x_forwarded_for: bool,
+    x_forwarded_proto: bool,
+    forwarded: bool,
+) -> Headers:
+    """Append the client to X-Forwarded-For, set X-Forwarded-Proto, add Forwarded."""
+    out = headers
+    if x_forwarded_for:
+        previous = get_all(out, b"x-forwarded-for")
+        out = without(out, (b"x-forwarded-for",))
+        chain = b", ".join([*previous, client_ip.encode("latin-1")])
+        out.append((b"X-Forwarded-For", chain))
+    if x_forwarded_proto:
+        out = without(out, (b"x-forwarded-proto",))
+        out.append((b"X-Forwarded-Proto", scheme.encode("latin-1")))
+    if forwarded:
+        element = f"for={_forwarded_for(client_ip)};proto={scheme}"
+        if host:
+            element += f';host="{host.decode("latin-1")}"'
+        previous = get_all(out, b"forwarded")
+        out = without(out, (b"forwarded",))
+        out.append((b"Forwarded", b", ".join([*previous, element.encode("latin-1")])))
+    return out
+
+
+def serialize(start_line: bytes, headers: Headers) -> bytes:
+    """Head bytes: start line, header lines, blank line."""
+    parts = [start_line, b"\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)

@@ -1,0 +1,404 @@
+"""httptools (llhttp) wrapped as sans-IO parsers: `receive_data(bytes) -> list[Event]`.
+
+llhttp runs in strict mode (no leniencies), so bare CR/LF, obs-fold, bad chunk
+syntax, duplicate or conflicting Content-Length are rejected by it; the framing
+rules of `adc.http.framing` are applied on top. Limits bound every buffer:
+the request line (414), the head size and header count (431).
+
+Two llhttp properties shape this module:
+- The request parser stops (`HttpParserUpgrade`) as soon as a request asks for an
+  upgrade. The bytes after that request are held (bounded) until the exchange
+  knows the answer: `take_held()` for a tunnel, `resume()` to parse them with a
+  fresh parser when the connection stays HTTP.
+- The response parser cannot be told that a response answers HEAD; it would wait
+  for the body its Content-Length announces. `ResponseParser.expect("HEAD")`
+  therefore splits heads itself and parses each with a fresh llhttp parser.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from adc.http.events import Body, BodyKind, EndOfMessage, Event, Headers, Malformed, RequestHead, ResponseHead
+from adc.http.framing import FramingError, check_host, request_framing, response_framing
+
+MAX_HELD_BYTES = 256 * 1024  # bytes kept after an upgrade request until the answer
+_HEAD_END = b"\r\n\r\n"
+
+
+class _Stop(Exception):
+    """Raised inside an llhttp callback to stop parsing with an answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _split_target(target: bytes) -> str:
+    path = target.split(b"?", 1)[0].split(b"#", 1)[0]
+    if path.startswith((b"http://", b"https://")):  # absolute-form
+        rest = path.split(b"//", 1)[1]
+        slash = rest.find(b"/")
+        path = rest[slash:] if slash >= 0 else b"/"
+    return path.decode("latin-1")
+
+
+class RequestParser:
+    """Client bytes in, request events out."""
+
+    __slots__ = (
+        "_parser", "_events", "_url", "_headers", "_trailers", "_in_head", "_head_bytes",
+        "_header_bytes", "_dead", "_held", "_held_size", "upgrade_held",
+        "max_request_line", "max_header_bytes", "max_headers", "max_held_bytes",
+    )
+
+    def __init__(
+        self,
+        max_request_line: int = 8 * 1024,
+        max_header_bytes: int = 32 * 1024,
+        max_headers: int = 100,
+        max_held_bytes: int = MAX_HELD_BYTES,
+    ) -> None:
+        self.max_request_line = max_request_line
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.max_held_bytes = max_held_bytes
+        self._events: list[Event] = []
+        self._dead = False
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self.upgrade_held = False
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: Headers = []
+        self._trailers: Headers = []
+        self._in_head = False
+        self._head_bytes = 0
+        self._header_bytes = 0
+
+    @property
+    def in_head(self) -> bool:
+        """A request head has begun and is not complete yet."""
+        return self._in_head
+
+    # -- public API -------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> list[Event]:
+        if self._dead:
+            return []
+        if self.upgrade_held:
+            self._held.append(data)
+            self._held_size += len(data)
+            if self._held_size > self.max_held_bytes:
+                self._fail(400, "too much data after an upgrade request")
+                events, self._events = self._events, []
+                return events
+            return []
+        self._feed(data)
+        events, self._events = self._events, []
+        return events
+
+    def take_held(self) -> bytes:
+        """The bytes after the upgrade request (for the tunnel); parsing ends."""
+        held = b"".join(self._held)
+        self._held, self._held_size, self._dead = [], 0, True
+        return held
+
+    def resume(self) -> list[Event]:
+        """The upgrade did not happen: parse the held bytes with a fresh parser."""
+        held = b"".join(self._held)
+        self._held, self._held_size, self.upgrade_held = [], 0, False
+        self._fresh()
+        return self.receive_data(held) if held else []
+
+    def close(self) -> None:
+        self._dead = True
+
+    # -- internals -------------------------------------------------------------------
+    def _fail(self, status: int, reason: str) -> None:
+        self._dead = True
+        self._events.append(Malformed(status, reason))
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0]
+            self.upgrade_held = True
+            rest = data[offset:]
+            if rest:
+                self._held.append(rest)
+                self._held_size = len(rest)
+        except httptools.HttpParserCallbackError as exc:
+            stop = exc.__context__
+            if isinstance(stop, _Stop):
+                self._fail(stop.status, stop.reason)
+            else:  # a bug in a callback: loud
+                raise
+        except httptools.HttpParserInvalidURLError:
+            self._fail(400, "invalid request target")
+        except httptools.HttpParserInvalidMethodError:
+            self._fail(400, "invalid method")
+        except httptools.HttpParserError as exc:
+            self._fail(400, str(exc) or "malformed request")
+        else:
+            if self._in_head:
+                self._head_bytes += len(data)
+                if self._head_bytes > self.max_header_bytes:
+                    self._fail(431, "request head too large")
+                elif len(self._url) > self.max_request_line:
+                    self._fail(414, "request line too long")
+
+    # -- llhttp callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._trailers = []
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.max_request_line:
+            raise _Stop(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            self._trailers.append((name, value))
+            self._header_bytes += len(name) + len(value) + 4
+            if len(self._trailers) > self.max_headers or self._header_bytes > self.max_header_bytes:
+                raise _Stop(431, "too many or too large trailers")
+            return
+        self._headers.append((name, value))
+        self._header_bytes += len(name) + len(value) + 4
+        if len(self._headers) > self.max_headers:
+            raise _Stop(431, "too many header fields")
+        if self._header_bytes + len(self._url) > self.max_header_bytes:
+            raise _Stop(431, "request head too large")
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        p = self._parser
+        version = p.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise _Stop(505 if version.startswith(("2", "3")) else 400, f"HTTP/{version} not supported")
+        method = p.get_method().decode("ascii")
+        try:
+            host = check_host(self._headers, version)
+            kind, length = request_framing(self._headers, version)
+        except FramingError as exc:
+            raise _Stop(exc.status, exc.reason) from None
+        if method == "CONNECT":
+            raise _Stop(405, "CONNECT is not supported")
+        host_name = ""
+        if host:
+            h = host.decode("latin-1").lower()
+            host_name = h[1 : h.index("]")] if h.startswith("[") else h.rsplit(":", 1)[0] if ":" in h else h
+        self._events.append(
+            RequestHead(
+                method=method,
+                target=self._url,
+                version=version,
+                headers=self._headers,
+                keep_alive=p.should_keep_alive(),
+                body=kind,
+                content_length=length,
+                path=_split_target(self._url),
+                host=host_name,
+            )
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(Body(body))
+
+    def on_message_complete(self) -> None:
+        self._events.append(EndOfMessage(self._trailers))
+        self._trailers = []
+
+
+class ResponseParser:
+    """Server bytes in, response events out, for one request at a time (`expect`)."""
+
+    __slots__ = (
+        "_parser", "_events", "_headers", "_trailers", "_in_head", "_head_bytes", "_header_bytes",
+        "_method", "_current", "_reason", "_dead", "_head_only", "_head_buf", "leftover", "upgraded",
+        "max_header_bytes", "max_headers",
+    )
+
+    def __init__(self, max_header_bytes: int = 32 * 1024, max_headers: int = 100) -> None:
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self._events: list[Event] = []
+        self._dead = False
+        self._method = "GET"
+        self._head_only = False
+        self._head_buf = bytearray()
+        self.leftover = b""  # server bytes after a 101 head
+        self.upgraded = False
+        self._current: ResponseHead | None = None
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers: Headers = []
+        self._trailers: Headers = []
+        self._in_head = False
+        self._head_bytes = 0
+        self._header_bytes = 0
+        self._current = None
+        self._reason = b""
+
+    @property
+    def in_message(self) -> bool:
+        """Some bytes of a response have arrived and it is not complete."""
+        return self._in_head or self._current is not None or bool(self._head_buf)
+
+    @property
+    def close_delimited(self) -> bool:
+        return self._current is not None and self._current.body is BodyKind.CLOSE
+
+    def expect(self, method: str) -> None:
+        """The next response answers a request with this method."""
+        self._method = method
+        self._head_only = method == "HEAD"
+        self._head_buf.clear()
+        self._dead = False
+        self.upgraded = False
+        self.leftover = b""
+        self._fresh()
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        if self._dead:
+            return []
+        if self.upgraded:
+            self.leftover += data
+            return []
+        if self._head_only:
+            self._receive_head_only(data)
+        else:
+            self._feed(data)
+        events, self._events = self._events, []
+        return events
+
+    def eof(self) -> list[Event]:
+        """The server closed: ends a close-delimited body, else reports truncation."""
+        if self._dead:
+            return []
+        self._dead = True
+        if self.close_delimited:
+            self._current = None
+            return [EndOfMessage()]
+        if self.in_message:
+            return [Malformed(502, "real server closed in the middle of a response")]
+        return []
+
+    # -- internals -------------------------------------------------------------------
+    def _fail(self, status: int, reason: str) -> None:
+        self._dead = True
+        self._events.append(Malformed(status, reason))
+
+    def _receive_head_only(self, data: bytes) -> None:
+        buf = self._head_buf
+        buf += data
+        while self._head_only and not self._dead:
+            end = buf.find(_HEAD_END)
+            if end < 0:
+                if len(buf) > self.max_header_bytes:
+                    self._fail(502, "response head too large")
+                return
+            head = bytes(buf[: end + 4])
+            del buf[: end + 4]
+            self._fresh()
+            before = len(self._events)
+            self._feed(head)
+            if self._dead or self.upgraded:
+                return
+            final = any(isinstance(e, ResponseHead) and not e.interim for e in self._events[before:])
+            if not final:  # an interim head (100, 103...): the final one follows
+                continue
+            # A final answer to HEAD is complete at the end of its head.
+            self._head_only = False
+            if self._current is not None:
+                self._current = None
+                self._events.append(EndOfMessage())
+        if not self._head_only and buf and not self._dead:
+            rest = bytes(buf)
+            buf.clear()
+            self._fresh()
+            self._feed(rest)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True
+            self.leftover = data[exc.args[0] :]
+        except httptools.HttpParserCallbackError as exc:
+            stop = exc.__context__
+            if isinstance(stop, _Stop):
+                self._fail(stop.status, stop.reason)
+            else:
+                raise
+        except httptools.HttpParserError as exc:
+            self._fail(502, f"malformed response: {exc}")
+        else:
+            if self._in_head:
+                self._head_bytes += len(data)
+                if self._head_bytes > self.max_header_bytes:
+                    self._fail(502, "response head too large")
+
+    # -- llhttp callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._trailers = []
+        self._reason = b""
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_bytes = 0
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+        if len(self._reason) > self.max_header_bytes:
+            raise _Stop(502, "response head too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        target = self._headers if self._in_head else self._trailers
+        target.append((name, value))
+        self._header_bytes += len(name) + len(value) + 4
+        if len(target) > self.max_headers or self._header_bytes > self.max_header_bytes:
+            raise _Stop(502, "response head too large")
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        p = self._parser
+        version = p.get_http_version()
+        status = p.get_status_code()
+        try:
+            kind, length, violation = response_framing(self._method, status, self._headers)
+        except FramingError as exc:
+            raise _Stop(502, exc.reason) from None
+        head = ResponseHead(
+            status=status,
+            reason=self._reason,
+            version=version,
+            headers=self._headers,
+            keep_alive=p.should_keep_alive() and violation is None,
+            body=kind,
+            content_length=length,
+            framing_violation=violation,
+        )
+        self._current = None if head.interim else head
+        self._events.append(head)
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(Body(body))
+
+    def on_message_complete(self) -> None:
+        if self._current is not None:
+            self._current = None
+            self._events.append(EndOfMessage(self._trailers))
+        self._trailers = []

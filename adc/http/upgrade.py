@@ -1,0 +1,79 @@
+"""WebSocket upgrade checks (RFC 6455 §4): the request, and whether a 101 may open a tunnel."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+
+from adc.http.events import Headers, RequestHead, ResponseHead
+from adc.http.headers import connection_tokens, get_all, get_one, tokens
+
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def upgrade_tokens(headers: Headers) -> list[str]:
+    out: list[str] = []
+    for value in get_all(headers, b"upgrade"):
+        out += tokens(value)
+    return out
+
+
+def asks_upgrade(head: RequestHead) -> bool:
+    """The request proposes a protocol switch (Connection: upgrade + Upgrade)."""
+    return "upgrade" in connection_tokens(head.headers) and bool(upgrade_tokens(head.headers))
+
+
+def asks_websocket(head: RequestHead) -> bool:
+    return asks_upgrade(head) and any(t.split("/", 1)[0] == "websocket" for t in upgrade_tokens(head.headers))
+
+
+def check_websocket_request(head: RequestHead) -> str | None:
+    """None when the websocket upgrade request is valid, else why it is not (-> 400)."""
+    if head.method != "GET":
+        return "websocket upgrade must use GET"
+    if head.version != "1.1":
+        return "websocket upgrade needs HTTP/1.1"
+    keys = get_all(head.headers, b"sec-websocket-key")
+    if len(keys) != 1:
+        return "missing or duplicate Sec-WebSocket-Key"
+    try:
+        raw = base64.b64decode(keys[0].strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 16:
+        return "invalid Sec-WebSocket-Key"
+    versions = get_all(head.headers, b"sec-websocket-version")
+    if len(versions) != 1 or versions[0].strip() != b"13":
+        return "Sec-WebSocket-Version must be 13"
+    return None
+
+
+def accept_key(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key.strip() + WEBSOCKET_GUID).digest())
+
+
+def may_tunnel(
+    request: RequestHead, response: ResponseHead, *, websocket_allowed: bool, request_complete: bool
+) -> tuple[bool, str | None]:
+    """(tunnel?, why not). `why not` set means a 101 that fails a check -> 502.
+
+    Only a 101 with Upgrade: websocket, Connection: upgrade and the right
+    Sec-WebSocket-Accept, answering a complete websocket request on a route
+    that allows websocket, opens a tunnel. Any other status is plain HTTP.
+    """
+    if response.status != 101:
+        return False, None
+    if not websocket_allowed or not asks_websocket(request):
+        return False, "101 without a websocket upgrade request"
+    if not request_complete:
+        return False, "101 before the request was complete"
+    if upgrade_tokens(response.headers) != ["websocket"]:
+        return False, "101 without Upgrade: websocket"
+    if "upgrade" not in connection_tokens(response.headers):
+        return False, "101 without Connection: upgrade"
+    key = get_one(request.headers, b"sec-websocket-key") or b""
+    accepts = get_all(response.headers, b"sec-websocket-accept")
+    if len(accepts) != 1 or accepts[0].strip() != accept_key(key):
+        return False, "101 with a wrong Sec-WebSocket-Accept"
+    return True, None

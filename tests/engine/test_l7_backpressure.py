@@ -1,0 +1,104 @@
+"""A 64 MiB response to a client that stops reading: the appliance's memory stays bounded."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import free_port
+from tests.engine.test_l7_http import config
+
+BODY_BYTES = 64 << 20
+CHUNK = 256 * 1024
+HIGH_WATER = 64 * 1024
+
+
+class BigResponder(asyncio.Protocol):
+    """Answers any request with a 64 MiB body, writing only while its transport accepts more."""
+
+    sent = 0
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.remaining = 0
+        self.paused = False
+        transport.set_write_buffer_limits(high=CHUNK)
+
+    def data_received(self, data):
+        if b"\r\n\r\n" in data and self.remaining == 0:
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BODY_BYTES)
+            self.remaining = BODY_BYTES
+            self._fill()
+
+    def pause_writing(self):
+        self.paused = True
+
+    def resume_writing(self):
+        self.paused = False
+        self._fill()
+
+    def _fill(self):
+        while self.remaining and not self.paused:
+            n = min(CHUNK, self.remaining)
+            self.transport.write(bytes(n))
+            self.remaining -= n
+            BigResponder.sent += n
+
+
+class SlowClient(asyncio.Protocol):
+    def __init__(self):
+        self.received = 0
+        self.head = b""
+        self.done = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if not self.head:
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            self.head, data = head, rest
+        self.received += len(data)
+        if self.received >= BODY_BYTES and not self.done.done():
+            self.done.set_result(None)
+
+
+async def test_slow_client_keeps_memory_bounded(appliance_factory):
+    loop = asyncio.get_running_loop()
+    BigResponder.sent = 0
+    backend = await loop.create_server(BigResponder, "127.0.0.1", 0)
+    backend_port = backend.sockets[0].getsockname()[1]
+    port = free_port()
+    text = config(port, {"web": [backend_port]}, profile="small") + """
+[profile.small]
+type = "http"
+buffer_bytes = "64KiB"
+"""
+    appliance = await appliance_factory(text)
+    transport, client = await loop.create_connection(SlowClient, "127.0.0.1", port)
+    transport.pause_reading()  # the client reads nothing for a while
+    transport.write(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+    vs = appliance.engine.virtual_servers["web"]
+    peak = 0
+    server_paused = False
+    for _ in range(50):  # bounded: up to ~1 s of sampling
+        await asyncio.sleep(0.02)
+        (conn,) = list(vs.connections)
+        peak = max(peak, conn.transport.get_write_buffer_size())
+        if conn.server is not None and not conn.server.transport.is_reading():
+            server_paused = True
+            sent_when_paused = BigResponder.sent
+            if _ > 10:
+                break
+    assert server_paused, "reading from the real server was never paused"
+    # The appliance holds at most its high-water mark plus one read chunk per direction.
+    assert peak <= HIGH_WATER + CHUNK
+    assert conn.server.transport.get_write_buffer_size() == 0
+    # The backend could only fill the kernel buffers in between, far from 64 MiB.
+    assert sent_when_paused < BODY_BYTES // 2
+    # Reading again lets the whole body through, byte-exact in size.
+    transport.resume_reading()
+    await asyncio.wait_for(client.done, 30)
+    assert client.received == BODY_BYTES
+    assert client.head.startswith(b"HTTP/1.1 200 OK")
+    transport.close()
+    backend.close()

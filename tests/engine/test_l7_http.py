@@ -1,0 +1,185 @@
+"""Layer-7 virtual servers on real sockets: routes, 404, reuse, HEAD, 426 then HTTP, failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.conftest import free_port
+from tests.engine.l7_servers import HttpBackend
+
+
+def config(port: int, pools: dict[str, list[int]], routes: str = "", default_pool: str | None = "web", profile: str = "http") -> str:
+    pool_text = ""
+    for name, ports in pools.items():
+        servers = ", ".join(f'{{ name = "{name}{i}", address = "127.0.0.1:{p}" }}' for i, p in enumerate(ports))
+        pool_text += f"\n[pool.{name}]\nservers = [{servers}]\n"
+    default = f'pool = "{default_pool}"' if default_pool else ""
+    return f"""
+[virtual_server.web]
+listen = "127.0.0.1:{port}"
+profile = "{profile}"
+{default}
+routes = [{routes}]
+{pool_text}
+"""
+
+
+async def read_response(reader: asyncio.StreamReader, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+    body = b""
+    if not head_only and "content-length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
+    return status, headers, body
+
+
+@pytest.fixture
+async def http_backends():
+    made: list[HttpBackend] = []
+
+    async def make(name: str = "b") -> HttpBackend:
+        b = await HttpBackend(name).start()
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()
+
+
+async def test_routes_and_404(appliance_factory, http_backends):
+    web, api = await http_backends("web"), await http_backends("api")
+    port = free_port()
+    routes = '{ host = "*.example.com", path_prefix = "/api", methods = ["GET"], pool = "api" }, { path_exact = "/admin", respond = 403 }'
+    await appliance_factory(config(port, {"web": [web.port], "api": [api.port]}, routes, default_pool=None))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /api/v1?x=1 HTTP/1.1\r\nHost: Svc.Example.com:8080\r\n\r\n")
+    status, _, body = await read_response(reader)
+    assert (status, body) == (200, b"api GET /api/v1?x=1 0")
+    assert api.seen[-1][2]["x-forwarded-for"] == "127.0.0.1"
+    assert api.seen[-1][2]["x-forwarded-proto"] == "http"
+    writer.write(b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, _, body = await read_response(reader)
+    assert status == 403 and body.startswith(b"403 Forbidden")
+    writer.write(b"POST /api/v1 HTTP/1.1\r\nHost: svc.example.com\r\nContent-Length: 0\r\n\r\n")
+    status, headers, _ = await read_response(reader)
+    assert status == 404 and "connection" not in headers  # framing certain: kept open
+    writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")
+    status, headers, _ = await read_response(reader)
+    assert status == 400 and headers["connection"] == "close"
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert web.requests == 0
+
+
+async def test_server_connections_are_reused(appliance_factory, http_backends):
+    web = await http_backends("web")
+    port = free_port()
+    await appliance_factory(config(port, {"web": [web.port]}))
+    for _ in range(3):  # three client connections, ten requests each
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for i in range(10):
+            writer.write(b"GET /r%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+            status, _, body = await read_response(reader)
+            assert status == 200 and body == b"web GET /r%d 0" % i
+        writer.close()
+        await writer.wait_closed()
+    assert web.requests == 30
+    assert web.connections == 1  # one keep-alive connection served every request
+
+
+async def test_pipelined_requests_and_head(appliance_factory, http_backends):
+    web = await http_backends("web")
+    port = free_port()
+    await appliance_factory(config(port, {"web": [web.port]}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /2 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    status, headers, _ = await read_response(reader, head_only=True)
+    assert status == 200 and headers["content-length"] == "1000"
+    assert (await read_response(reader))[2] == b"web GET /1 0"
+    assert (await read_response(reader))[2] == b"web POST /2 3"
+    writer.close()
+
+
+async def test_426_then_http_on_same_connection(appliance_factory, http_backends):
+    web = await http_backends("web")
+    web.raw["/ws"] = b"HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nContent-Length: 4\r\n\r\nnope"
+    port = free_port()
+    await appliance_factory(config(port, {"web": [web.port]}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    status, _, body = await read_response(reader)
+    assert (status, body) == (426, b"nope")
+    status, _, body = await read_response(reader)
+    assert (status, body) == (200, b"web GET /after 0")
+    assert [s[1] for s in web.seen] == ["/ws", "/after"]
+    writer.close()
+
+
+async def test_dead_server_retried_elsewhere_and_503(appliance_factory, http_backends):
+    web = await http_backends("web")
+    dead = free_port()
+    port = free_port()
+    await appliance_factory(config(port, {"web": [dead, web.port]}))
+    for _ in range(4):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_response(reader))[0] == 200
+        writer.close()
+    port2 = free_port()
+    await appliance_factory(config(port2, {"web": [dead]}).replace("virtual_server.web", "virtual_server.w2"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port2)
+    writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, _, body = await read_response(reader)
+    assert status == 503
+    writer.close()
+
+
+async def test_reused_connection_closed_by_server_is_retried(appliance_factory, http_backends):
+    web = await http_backends("web")
+    web.one_request_per_connection = True  # answers once, then drops the reused connection
+    port = free_port()
+    await appliance_factory(config(port, {"web": [web.port]}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for i in range(3):
+        writer.write(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+        status, _, body = await read_response(reader)
+        assert (status, body) == (200, b"web GET /%d 0" % i)
+    assert web.dropped == 2 and web.connections == 3
+    # a POST is not retried: it gets a 502
+    writer.write(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+    status, _, _ = await read_response(reader)
+    assert status == 502
+    writer.close()
+
+
+async def test_request_head_timeout_408(appliance_factory, http_backends):
+    web = await http_backends("web")
+    port = free_port()
+    text = config(port, {"web": [web.port]}, profile="quick") + """
+[profile.quick]
+type = "http"
+timeout_http_request = "200ms"
+"""
+    await appliance_factory(text)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost")
+    status, headers, _ = await read_response(reader)
+    assert status == 408 and headers["connection"] == "close"
+    writer.close()

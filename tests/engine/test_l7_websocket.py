@@ -1,0 +1,94 @@
+"""WebSocket through a Layer-7 virtual server: real `websockets` peers on both sides."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+
+from tests.conftest import free_port
+from tests.engine.test_l7_http import config, read_response
+
+TOTAL_BYTES = 8 << 20  # per direction; keeps the test to a few seconds
+MESSAGES = 3000
+
+
+def payloads(seed: int) -> list[bytes]:
+    rnd = random.Random(seed)
+    out, total = [], 0
+    for _ in range(MESSAGES):
+        size = min(rnd.choice((1, 7, 125, 126, 4096, 65535, 65536, 300_000, 1 << 20)), TOTAL_BYTES - total)
+        if size <= 0:
+            break
+        out.append(rnd.randbytes(size))
+        total += size
+    return out
+
+
+async def test_websocket_messages_both_ways_byte_exact(appliance_factory):
+    down = payloads(2)
+    received_by_server: list[bytes] = []
+
+    async def handler(ws):
+        async def send_down():
+            for message in down:
+                await ws.send(message if len(message) % 2 else message.hex())  # binary and text frames
+
+        sender = asyncio.ensure_future(send_down())
+        async for message in ws:
+            received_by_server.append(message)
+            if message == b"done":
+                break
+        await sender
+
+    async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
+        backend_port = server.sockets[0].getsockname()[1]
+        port = free_port()
+        routes = '{ path_prefix = "/ws", websocket = true, pool = "web" }'
+        appliance = await appliance_factory(config(port, {"web": [backend_port]}, routes))
+        up = payloads(1)
+        got_down: list = []
+        async with connect(f"ws://127.0.0.1:{port}/ws/chat", max_size=None) as ws:
+            async def send_up():
+                for message in up:
+                    await ws.send(message)
+                await ws.send(b"done")
+
+            sender = asyncio.ensure_future(send_up())
+            for _ in range(len(down)):
+                got_down.append(await asyncio.wait_for(ws.recv(), 10))
+            await asyncio.wait_for(sender, 10)
+        assert len(got_down) == len(down)
+        for got, want in zip(got_down, down):
+            assert got == (want if len(want) % 2 else want.hex())
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(received_by_server) < len(up) + 1 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert hashlib.sha256(b"".join(received_by_server[:-1])).digest() == hashlib.sha256(b"".join(up)).digest()
+        assert [len(m) for m in received_by_server[:-1]] == [len(m) for m in up]
+        counters = appliance.stats.vs("web")
+        assert counters.upgrades_accepted == 1 and counters.tunnels_total == 1
+
+
+async def test_websocket_off_route_gets_plain_http(appliance_factory):
+    async def handler(ws):
+        await ws.send("hello")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        backend_port = server.sockets[0].getsockname()[1]
+        port = free_port()
+        routes = '{ path_prefix = "/ws", websocket = false, pool = "web" }'
+        appliance = await appliance_factory(config(port, {"web": [backend_port]}, routes))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        status, _, _ = await read_response(reader)
+        # The websockets server refuses a request without the upgrade headers.
+        assert status in (400, 426)
+        writer.close()
+        assert appliance.stats.vs("web").upgrades_stripped == 1

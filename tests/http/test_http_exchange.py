@@ -1,0 +1,470 @@
+"""Playbook tests of the Layer-7 exchange: bytes in, exact actions out, no sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from adc.http.exchange import (
+    CloseClient,
+    Count,
+    OpenServer,
+    PauseClient,
+    Phase,
+    ReleaseServer,
+    RequestDone,
+    Respond,
+    ResumeClient,
+    SendToClient,
+    SendToServer,
+    StartTunnel,
+)
+from l7_playbook import XF, kinds, make, route, without_facts, ws_request, ws_response
+
+GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+GET_FWD = b"GET /x HTTP/1.1\r\nHost: a\r\n" + XF + b"\r\n"
+
+
+def _connect(ex, data=GET):
+    acts = ex.receive_client(data)
+    assert any(isinstance(a, OpenServer) for a in acts)
+    return acts, ex.server_connected()
+
+
+def test_simple_get_keep_alive():
+    ex = make()
+    assert without_facts(ex.receive_client(GET)) == [("OpenServer", "web", False)]
+    assert ex.phase is Phase.CONNECT
+    assert ex.server_connected() == [SendToServer(GET_FWD)]
+    assert ex.phase is Phase.READ_RESPONSE_HEAD
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel")
+    assert acts == [SendToClient(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"), SendToClient(b"hel")]
+    acts = ex.receive_server(b"lo")
+    assert without_facts(acts) == [SendToClient(b"lo"), ReleaseServer(True), ("RequestDone", 200)]
+    facts = acts[-1].facts
+    assert (facts.method, facts.target, facts.host, facts.pool, facts.bytes_out) == ("GET", "/x", "a", "web", 5)
+    assert ex.phase is Phase.READ_HEAD
+
+
+def test_hop_by_hop_removed_and_forwarding_headers():
+    ex = make()
+    req = (
+        b"GET / HTTP/1.1\r\nhost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\n"
+        b"TE: trailers\r\nProxy-Authorization: x\r\nUpgrade: h2c\r\nX-Forwarded-For: 1.2.3.4\r\nX-Keep: Yes\r\n\r\n"
+    )
+    ex.receive_client(req)
+    (send,) = ex.server_connected()
+    assert send.data == (
+        b"GET / HTTP/1.1\r\nhost: a\r\nX-Keep: Yes\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n"
+    )
+    acts = ex.receive_server(
+        b"HTTP/1.1 200 OK\r\nConnection: close, X-Int\r\nX-Int: 1\r\nKeep-Alive: t\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert acts[0] == SendToClient(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert acts[1] == ReleaseServer(False)  # the server said close
+
+
+def test_forwarded_header_optional():
+    from dataclasses import replace
+
+    from l7_playbook import PROFILE
+
+    ex = make(profile=replace(PROFILE, forwarded=True, x_forwarded_proto=False))
+    ex.receive_client(GET)
+    (send,) = ex.server_connected()
+    assert send.data == b'GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nForwarded: for=10.0.0.1;proto=http;host="a"\r\n\r\n'
+
+
+def test_pipelined_requests_answered_in_order():
+    ex = make()
+    acts = ex.receive_client(GET + b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert without_facts(acts) == [("OpenServer", "web", False), PauseClient()]
+    assert ex.server_connected() == [SendToServer(GET_FWD)]
+    acts = ex.receive_server(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert without_facts(acts) == [
+        SendToClient(b"HTTP/1.1 204 No Content\r\n\r\n"),
+        ReleaseServer(True),
+        ("RequestDone", 204),
+        ("OpenServer", "web", False),
+        ResumeClient(),
+    ]
+    assert acts[3].request.target == b"/2"
+    assert ex.server_connected(reused=True)[0].data.startswith(b"GET /2 HTTP/1.1\r\n")
+    acts = ex.receive_server(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n")
+    assert kinds(acts) == ["SendToClient", "ReleaseServer", "RequestDone"]
+    assert ex.phase is Phase.READ_HEAD
+
+
+def test_head_response_with_content_length_does_not_hang():
+    ex = make()
+    _connect(ex, b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    assert without_facts(acts) == [
+        SendToClient(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
+        ReleaseServer(True),
+        ("RequestDone", 200),
+    ]
+    # The next request on the same connection works.
+    _connect(ex)
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz")
+    assert kinds(acts) == ["SendToClient", "SendToClient", "ReleaseServer", "RequestDone"]
+
+
+def test_head_response_split_head():
+    ex = make()
+    _connect(ex, b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r") == []
+    assert kinds(ex.receive_server(b"\n")) == ["SendToClient", "ReleaseServer", "RequestDone"]
+
+
+def test_chunked_request_and_response_with_trailers():
+    ex = make()
+    req = b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nabc\r\n0\r\nT-A: 1\r\n\r\n"
+    acts = ex.receive_client(req)
+    assert without_facts(acts) == [("OpenServer", "web", False), PauseClient()]
+    acts = ex.server_connected()
+    assert acts == [
+        SendToServer(b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n" + XF + b"\r\n"),
+        SendToServer(b"3\r\nabc\r\n"),
+        SendToServer(b"0\r\nT-A: 1\r\n\r\n"),
+        ResumeClient(),
+    ]
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nT-B: 2\r\n\r\n")
+    assert without_facts(acts) == [
+        SendToClient(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        SendToClient(b"2\r\nhi\r\n"),
+        SendToClient(b"0\r\nT-B: 2\r\n\r\n"),
+        ReleaseServer(True),
+        ("RequestDone", 200),
+    ]
+    assert acts[-1].facts.bytes_in == 3
+
+
+def test_content_length_body_streamed():
+    ex = make()
+    acts = ex.receive_client(b"PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nabc")
+    assert kinds(acts) == ["OpenServer", "PauseClient"]
+    acts = ex.server_connected()
+    assert acts[1:] == [SendToServer(b"abc"), ResumeClient()]
+    assert ex.phase is Phase.FORWARD_REQUEST
+    assert ex.receive_client(b"def") == [SendToServer(b"def")]
+    assert ex.phase is Phase.READ_RESPONSE_HEAD
+
+
+def test_expect_100_continue():
+    ex = make()
+    ex.receive_client(b"PUT /f HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    acts = ex.server_connected()
+    assert b"Expect: 100-continue" in acts[0].data
+    assert ex.receive_server(b"HTTP/1.1 100 Continue\r\n\r\n") == [SendToClient(b"HTTP/1.1 100 Continue\r\n\r\n")]
+    assert ex.receive_client(b"ok") == [SendToServer(b"ok")]
+    acts = ex.receive_server(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+    assert kinds(acts) == ["SendToClient", "ReleaseServer", "RequestDone"]
+    assert acts[-1].facts.status == 201
+
+
+def test_te_on_204_stripped_and_counted():
+    ex = make()
+    _connect(ex)
+    acts = ex.receive_server(b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nX: y\r\n\r\n")
+    assert without_facts(acts) == [
+        Count("response_framing_violation"),
+        SendToClient(b"HTTP/1.1 204 No Content\r\nX: y\r\n\r\n"),
+        ReleaseServer(False),
+        ("RequestDone", 204),
+    ]
+
+
+def test_te_on_1xx_interim_is_not_forwarded_with_framing():
+    ex = make()
+    _connect(ex)
+    acts = ex.receive_server(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+    assert acts == [SendToClient(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")]
+
+
+def test_close_delimited_response_closes_client():
+    ex = make()
+    _connect(ex)
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\n\r\nsome")
+    assert acts == [SendToClient(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"), SendToClient(b"some")]
+    acts = ex.server_closed()
+    assert without_facts(acts) == [ReleaseServer(False), ("RequestDone", 200), CloseClient("connection: close")]
+
+
+def test_http10_client_gets_dechunked_body_and_close():
+    ex = make()
+    _connect(ex, b"GET / HTTP/1.0\r\n\r\n")
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+    assert without_facts(acts) == [
+        SendToClient(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"),
+        SendToClient(b"hi"),
+        ReleaseServer(True),
+        ("RequestDone", 200),
+        CloseClient("connection: close"),
+    ]
+
+
+# -- websocket upgrade ----------------------------------------------------------------------
+def test_101_opens_tunnel_with_leftovers_of_both_sides():
+    ex = make()
+    acts = ex.receive_client(ws_request() + b"\x81\x02hi")
+    assert without_facts(acts) == [Count("websocket_upgrade"), ("OpenServer", "web", False), PauseClient()]
+    (send,) = ex.server_connected()
+    assert b"Upgrade: websocket\r\nConnection: Upgrade\r\n" in send.data
+    assert ex.phase is Phase.UPGRADE_PENDING
+    assert ex.receive_client(b"\x81\x01!") == []
+    acts = ex.receive_server(ws_response() + b"\x81\x03srv")
+    assert without_facts(acts) == [
+        SendToClient(ws_response()),
+        ("RequestDone", 101),
+        StartTunnel(b"\x81\x02hi\x81\x01!", b"\x81\x03srv"),
+    ]
+    assert ex.phase is Phase.TUNNEL
+    assert ex.receive_client(b"more") == []
+
+
+@pytest.mark.parametrize("status", [426, 200, 403])
+def test_non_101_answer_keeps_http_and_next_request_is_routed(status):
+    ex = make(routes=(route(path_prefix="/next", pool="other"),))
+    nxt = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+    acts = ex.receive_client(ws_request() + nxt)
+    assert kinds(acts) == ["Count", "OpenServer", "PauseClient"]
+    ex.server_connected()
+    acts = ex.receive_server(b"HTTP/1.1 %d X\r\nUpgrade: websocket\r\nContent-Length: 2\r\n\r\nno" % status)
+    assert without_facts(acts) == [
+        SendToClient(b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n\r\n" % status),
+        SendToClient(b"no"),
+        ReleaseServer(True),
+        ("RequestDone", status),
+        ("OpenServer", "other", False),
+        ResumeClient(),
+    ]
+    assert acts[3].facts.upgrade == "declined"
+    assert acts[4].request.path == "/next"
+    assert ex.phase is Phase.CONNECT
+
+
+def test_101_with_bad_accept_is_502():
+    ex = make()
+    _connect(ex, ws_request())
+    acts = ex.receive_server(ws_response(accept=b"d3Jvbmc="))
+    assert kinds(acts) == ["ReleaseServer", "Respond", "RequestDone", "CloseClient"]
+    assert acts[1].status == 502 and acts[1].reason == "101 with a wrong Sec-WebSocket-Accept"
+    assert acts[1].data.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert ex.phase is Phase.CLOSING
+
+
+def test_101_without_upgrade_request_is_502():
+    ex = make()
+    _connect(ex)
+    acts = ex.receive_server(ws_response())
+    assert acts[1].status == 502
+
+
+def test_websocket_off_route_forwards_plain_http_and_counts():
+    ex = make(routes=(route(path_prefix="/ws", websocket=False, pool="web"),))
+    acts = ex.receive_client(ws_request())
+    assert kinds(acts) == ["Count", "OpenServer"]
+    assert acts[0] == Count("websocket_refused")
+    (send,) = ex.server_connected()
+    assert b"Upgrade" not in send.data and b"Connection" not in send.data
+    assert b"Sec-WebSocket-Key" in send.data
+    acts = ex.receive_server(ws_response())
+    assert acts[1].status == 502  # a 101 to a request that did not ask for it
+
+
+def test_h2c_upgrade_not_tunnelled():
+    ex = make()
+    acts = ex.receive_client(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: x\r\n\r\n")
+    assert kinds(acts) == ["Count", "OpenServer"]
+    (send,) = ex.server_connected()
+    assert send.data == GET_FWD.replace(b"/x", b"/")
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nContent-Length: 0\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+    ],
+    ids=["post", "no-key", "short-key", "version-8"],
+)
+def test_invalid_websocket_request_is_400(request_bytes):
+    acts = make().receive_client(request_bytes)
+    assert kinds(acts) == ["Respond", "RequestDone", "CloseClient"]
+    assert acts[0].status == 400
+
+
+# -- framing attacks -------------------------------------------------------------------------
+ATTACKS = {
+    "cl-and-te": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "te-and-cl": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+    "duplicate-cl": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    "conflicting-cl": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    "cl-list": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
+    "cl-sign": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc",
+    "cl-hex": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x3\r\n\r\nabc",
+    "te-gzip": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    "te-chunked-gzip": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+    "te-gzip-chunked": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    "te-double-chunked": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "te-xchunked": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+    "te-http10": b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n",
+    "bare-lf": b"GET / HTTP/1.1\nHost: a\n\n",
+    "bare-cr": b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n",
+    "space-before-colon": b"GET / HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n",
+    "bad-chunk-size": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    "chunk-no-crlf": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX0\r\n\r\n",
+    "missing-host": b"GET / HTTP/1.1\r\nX: y\r\n\r\n",
+    "duplicate-host": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "bad-host": b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    "bad-version": b"GET / HTTP/1.7\r\nHost: a\r\n\r\n",
+    "garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+}
+
+
+@pytest.mark.parametrize("data", list(ATTACKS.values()), ids=list(ATTACKS))
+def test_framing_attacks_are_400_and_close(data):
+    ex = make()
+    acts = ex.receive_client(data)
+    # Chunk errors are found after the head: the server connection asked for is dropped.
+    if kinds(acts)[:1] == ["OpenServer"]:
+        assert kinds(acts[:2]) == ["OpenServer", "ReleaseServer"]
+        acts = acts[2:]
+    assert kinds(acts) == ["Respond", "RequestDone", "CloseClient"], acts
+    assert acts[0].status == 400 and acts[0].close
+    assert acts[0].data.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"Connection: close\r\n" in acts[0].data
+    assert ex.phase is Phase.CLOSING
+
+
+def test_limits_414_431():
+    from dataclasses import replace
+
+    from l7_playbook import PROFILE
+
+    profile = replace(PROFILE, max_request_line=100, max_header_bytes=1000, max_headers=5)
+    acts = make(profile=profile).receive_client(b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n")
+    assert acts[0].status == 414
+    acts = make(profile=profile).receive_client(b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 2000)
+    assert acts[0].status == 431
+    ex = make(profile=profile)
+    assert ex.receive_client(b"GET / HTTP/1.1\r\nHost: a\r\n") == []
+    for _ in range(20):  # dripped in small pieces
+        acts = ex.receive_client(b"X-Long: " + b"v" * 90)
+        if acts:
+            break
+    assert acts[0].status == 431
+    many = b"".join(b"X-%d: v\r\n" % i for i in range(6))
+    acts = make(profile=profile).receive_client(b"GET / HTTP/1.1\r\nHost: a\r\n" + many + b"\r\n")
+    assert acts[0].status == 431
+
+
+# -- routes ----------------------------------------------------------------------------------
+def test_route_respond_and_404_keep_alive():
+    ex = make(routes=(route(path_prefix="/admin", respond=403),), pool=None)
+    acts = ex.receive_client(b"GET /admin/x HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert kinds(acts) == ["Respond", "RequestDone"]
+    assert acts[0].status == 403 and not acts[0].close
+    acts = ex.receive_client(b"GET /other HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert acts[0].status == 404 and acts[0].data.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert acts[1].facts.route == "default"
+
+
+def test_route_pool_selected():
+    ex = make(routes=(route(host="*.example.com", methods=["POST"], pool="api"),))
+    acts = ex.receive_client(b"POST / HTTP/1.1\r\nHost: X.Example.com:8080\r\nContent-Length: 0\r\n\r\n")
+    assert acts[0].pool == "api"
+
+
+# -- failures ---------------------------------------------------------------------------------
+def test_connect_failure_is_503():
+    ex = make()
+    ex.receive_client(GET)
+    acts = ex.server_failed()
+    assert kinds(acts) == ["Respond", "RequestDone"]
+    assert acts[0].status == 503 and not acts[0].close
+    assert ex.phase is Phase.READ_HEAD
+
+
+def test_server_timeout_is_504():
+    ex = make()
+    _connect(ex)
+    acts = ex.server_timeout()
+    assert kinds(acts) == ["ReleaseServer", "Respond", "RequestDone", "CloseClient"]
+    assert acts[1].status == 504
+
+
+def test_client_head_timeout_is_408_and_idle_closes():
+    ex = make()
+    ex.receive_client(b"GET / HT")
+    assert ex.head_in_progress
+    acts = ex.client_timeout()
+    assert acts[0].status == 408
+    ex = make()
+    assert ex.client_timeout() == [CloseClient("idle keep-alive connection")]
+
+
+def test_reused_connection_closed_before_response_is_retried_once():
+    ex = make()
+    ex.receive_client(GET)
+    ex.server_connected(reused=True)
+    acts = ex.server_closed()
+    assert without_facts(acts) == [ReleaseServer(False), Count("request_retried"), ("OpenServer", "web", True)]
+    assert ex.server_connected(reused=True) == [SendToServer(GET_FWD)]
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert kinds(acts) == ["SendToClient", "ReleaseServer", "RequestDone"]
+    assert acts[-1].facts.retried
+    # A second close on a reused connection is retried again (a new request);
+    # a close on the retried connection itself is a 502.
+    ex.receive_client(GET)
+    ex.server_connected(reused=True)
+    assert kinds(ex.server_closed())[-1] == "OpenServer"
+    ex.server_connected(reused=True)
+    acts = ex.server_closed()
+    assert kinds(acts) == ["ReleaseServer", "Respond", "RequestDone", "CloseClient"]
+    assert acts[1].status == 502
+
+
+def test_post_is_not_retried():
+    ex = make()
+    ex.receive_client(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+    ex.server_connected(reused=True)
+    acts = ex.server_closed()
+    assert acts[1].status == 502
+
+
+def test_server_closes_mid_response_closes_client():
+    ex = make()
+    _connect(ex)
+    ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    acts = ex.server_closed()
+    assert kinds(acts) == ["ReleaseServer", "RequestDone", "CloseClient"]
+
+
+def test_malformed_response_is_502():
+    ex = make()
+    _connect(ex)
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    assert acts[1].status == 502
+
+
+def test_client_eof_while_idle_closes():
+    ex = make()
+    assert ex.client_eof() == [CloseClient("client closed")]
+
+
+def test_client_eof_after_complete_request_closes_after_response():
+    ex = make()
+    _connect(ex)
+    assert ex.client_eof() == []
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert acts[0].data == b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    assert kinds(acts)[-1] == "CloseClient"
+
+
+def test_respond_to_head_has_no_body():
+    ex = make(routes=(route(path_exact="/r", respond=503),))
+    acts = ex.receive_client(b"HEAD /r HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert acts[0].data.endswith(b"\r\n\r\n") and b"Content-Length" in acts[0].data

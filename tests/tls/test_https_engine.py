@@ -1,0 +1,319 @@
+"""The https profile and server SSL through the real appliance, with real TLS on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import textwrap
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+
+from adc.cli import main as adc_main
+from tests.conftest import free_port
+
+
+def client_ctx(pki, *, alpn=("http/1.1",), cert=None, max_version=None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    if cert is not None:
+        ctx.load_cert_chain(*map(str, cert))
+    if max_version is not None:
+        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        ctx.maximum_version = max_version
+    return ctx
+
+
+def https_profile(pki, extra: str = "", certs: str | None = None) -> str:
+    certs = certs or f'[ {{ cert = "{pki.server[0]}", key = "{pki.server[1]}" }} ]'
+    return f"""
+    [profile.tls]
+    type = "https"
+    [profile.tls.client_ssl]
+    certificates = {certs}
+    {extra}
+    """
+
+
+async def echo_ws_server(ssl_ctx=None):
+    async def echo(ws):
+        async for m in ws:
+            await ws.send(m)
+
+    server = await serve(echo, "127.0.0.1", 0, ssl=ssl_ctx, max_size=None)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def header_echo_server():
+    """A minimal HTTP/1.1 real server answering with the request head it received."""
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(head) + head)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def https_get(port: int, ctx: ssl.SSLContext, path: str = "/", host: str = "localhost") -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=host)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = await asyncio.wait_for(reader.read(-1), 10)
+    writer.close()
+    return data
+
+
+async def test_wss_to_plain_ws_real_server_is_byte_exact(appliance_factory, pki):
+    server, bport = await echo_ws_server()
+    port = free_port()
+    await appliance_factory(f"""
+        [virtual_server.wss]
+        listen = "127.0.0.1:{port}"
+        profile = "tls"
+        pool = "chat"
+        [pool.chat]
+        servers = [{{ name = "c1", address = "127.0.0.1:{bport}" }}]
+        {https_profile(pki)}
+    """)
+    async with connect(f"wss://localhost:{port}/ws", ssl=client_ctx(pki), max_size=None) as ws:
+        for size in (1, 125, 126, 65535, 65536, 300_000):
+            payload = os.urandom(size)
+            await ws.send(payload)
+            assert await asyncio.wait_for(ws.recv(), 10) == payload
+        await ws.send("text ✓")
+        assert await ws.recv() == "text ✓"
+    server.close()
+
+
+async def test_wss_to_tls_real_server_with_verification(appliance_factory, pki):
+    backend_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    backend_ctx.load_cert_chain(*map(str, pki.server))
+    server, bport = await echo_ws_server(backend_ctx)
+    port = free_port()
+    await appliance_factory(f"""
+        [virtual_server.wss]
+        listen = "127.0.0.1:{port}"
+        profile = "tls"
+        pool = "chat"
+        [pool.chat]
+        server_ssl = "internal"
+        servers = [{{ name = "c1", address = "127.0.0.1:{bport}" }}]
+        [server_ssl.internal]
+        ca = "{pki.ca}"
+        sni = "localhost"
+        {https_profile(pki)}
+    """)
+    async with connect(f"wss://localhost:{port}/ws", ssl=client_ctx(pki), max_size=None) as ws:
+        for _ in range(20):
+            payload = os.urandom(4096)
+            await ws.send(payload)
+            assert await asyncio.wait_for(ws.recv(), 10) == payload
+    server.close()
+
+
+async def test_untrusted_real_server_certificate_is_502_with_reason(appliance_factory, pki, caplog):
+    backend_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    backend_ctx.load_cert_chain(*map(str, pki.rogue_server))
+    server, bport = await echo_ws_server(backend_ctx)
+    port = free_port()
+    await appliance_factory(f"""
+        [virtual_server.web]
+        listen = "127.0.0.1:{port}"
+        profile = "http"
+        pool = "p"
+        [pool.p]
+        server_ssl = "internal"
+        servers = [{{ name = "rogue", address = "127.0.0.1:{bport}" }}]
+        [server_ssl.internal]
+        ca = "{pki.ca}"
+        sni = "localhost"
+    """)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 502 ")
+    writer.close()
+    assert "rogue" in caplog.text and "certificate verify failed" in caplog.text
+    server.close()
+
+
+async def test_layer4_pool_with_server_ssl(appliance_factory, pki, caplog):
+    class Echo(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+
+        def data_received(self, d):
+            self.t.write(d)
+
+    good = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    good.load_cert_chain(*map(str, pki.server))
+    loop = asyncio.get_running_loop()
+    s1 = await loop.create_server(Echo, "127.0.0.1", 0, ssl=good)
+    port, bport = free_port(), s1.sockets[0].getsockname()[1]
+    await appliance_factory(f"""
+        [virtual_server.l4]
+        listen = "127.0.0.1:{port}"
+        profile = "tcp"
+        pool = "p"
+        [pool.p]
+        server_ssl = "internal"
+        servers = [{{ name = "tls1", address = "127.0.0.1:{bport}" }}]
+        [server_ssl.internal]
+        ca = "{pki.ca}"
+        sni = "localhost"
+    """)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"plain in, TLS out")
+    assert await asyncio.wait_for(reader.readexactly(17), 10) == b"plain in, TLS out"
+    writer.close()
+    s1.close()
+
+
+async def test_forwarded_proto_alpn_and_session_resumption(appliance_factory, pki):
+    server, bport = await header_echo_server()
+    port = free_port()
+    await appliance_factory(f"""
+        [virtual_server.web]
+        listen = "127.0.0.1:{port}"
+        profile = "tls"
+        pool = "p"
+        [pool.p]
+        servers = [{{ name = "a", address = "127.0.0.1:{bport}" }}]
+        {https_profile(pki)}
+    """)
+    ctx = client_ctx(pki, alpn=("h2", "http/1.1"))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # sessions are visible right after the handshake
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+    sslobj = writer.get_extra_info("ssl_object")
+    assert sslobj.selected_alpn_protocol() == "http/1.1"
+    writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    body = await asyncio.wait_for(reader.read(-1), 10)
+    assert b"X-Forwarded-Proto: https" in body
+    assert b"X-Forwarded-For: 127.0.0.1" in body
+    session = sslobj.session
+    writer.close()
+
+    def resume() -> bool:  # a blocking client in a thread: the appliance runs on this loop
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
+                return tls.session_reused
+
+    assert await asyncio.to_thread(resume)
+    server.close()
+
+
+async def test_sni_picks_certificate_and_strict_sni(appliance_factory, pki):
+    server, bport = await header_echo_server()
+    port, strict_port = free_port(), free_port()
+    certs = (
+        f'[ {{ cert = "{pki.server[0]}", key = "{pki.server[1]}" }}, '
+        f'{{ cert = "{pki.other[0]}", key = "{pki.other[1]}" }} ]'
+    )
+    await appliance_factory(
+        f"""
+        [virtual_server.web]
+        listen = "127.0.0.1:{port}"
+        profile = "tls"
+        pool = "p"
+        [virtual_server.strict]
+        listen = "127.0.0.1:{strict_port}"
+        profile = "strict"
+        pool = "p"
+        [pool.p]
+        servers = [{{ name = "a", address = "127.0.0.1:{bport}" }}]
+        {https_profile(pki, certs=certs)}
+        [profile.strict]
+        type = "https"
+        client_ssl = {{ certificates = {certs}, strict_sni = true }}
+        """
+    )
+
+    async def peer_names(p: int, host: str) -> list[str]:
+        ctx = client_ctx(pki)
+        ctx.check_hostname = False
+        reader, writer = await asyncio.open_connection("127.0.0.1", p, ssl=ctx, server_hostname=host)
+        cert = writer.get_extra_info("peercert")
+        writer.close()
+        return [v for k, v in cert.get("subjectAltName", ())]
+
+    assert "localhost" in await peer_names(port, "localhost")
+    assert "*.example.test" in await peer_names(port, "www.example.test")
+    assert "localhost" in await peer_names(port, "unknown.test")  # the first is the default
+    assert "api.other.test" in await peer_names(strict_port, "api.other.test")
+    with pytest.raises(ssl.SSLError):
+        await peer_names(strict_port, "unknown.test")
+    server.close()
+
+
+async def test_old_tls_and_missing_client_certificate_are_refused(appliance_factory, pki, caplog):
+    server, bport = await header_echo_server()
+    port, mtls_port = free_port(), free_port()
+    await appliance_factory(f"""
+        [virtual_server.web]
+        listen = "127.0.0.1:{port}"
+        profile = "tls"
+        pool = "p"
+        [virtual_server.mtls]
+        listen = "127.0.0.1:{mtls_port}"
+        profile = "mtls"
+        pool = "p"
+        [pool.p]
+        servers = [{{ name = "a", address = "127.0.0.1:{bport}" }}]
+        {https_profile(pki)}
+        [profile.mtls]
+        type = "https"
+        client_ssl = {{ certificates = [{{ cert = "{pki.server[0]}", key = "{pki.server[1]}" }}], verify_client = "required", client_ca = "{pki.ca}" }}
+    """)
+    old = client_ctx(pki, max_version=ssl.TLSVersion.TLSv1_1)
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await https_get(port, old)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await https_get(mtls_port, client_ctx(pki))
+    ok = await https_get(mtls_port, client_ctx(pki, cert=pki.client))
+    assert ok.startswith(b"HTTP/1.1 200 ")
+    # the appliance still serves normal clients after the refusals
+    assert (await https_get(port, client_ctx(pki))).startswith(b"HTTP/1.1 200 ")
+    await asyncio.sleep(0.1)
+    assert "TLS handshake failed" in caplog.text
+    server.close()
+
+
+def test_adc_check_reports_mismatched_key_and_expired_certificate(tmp_path, pki, capsys):
+    cfg = tmp_path / "appliance.toml"
+    cfg.write_text(textwrap.dedent(f"""
+        [appliance]
+        admin = "off"
+        [virtual_server.a]
+        listen = "127.0.0.1:{free_port()}"
+        profile = "mismatch"
+        pool = "p"
+        [virtual_server.b]
+        listen = "127.0.0.1:{free_port()}"
+        profile = "expired"
+        pool = "p"
+        [pool.p]
+        servers = [{{ name = "a", address = "127.0.0.1:9" }}]
+        [profile.mismatch]
+        type = "https"
+        client_ssl = {{ certificates = [{{ cert = "{pki.server[0]}", key = "{pki.other[1]}" }}] }}
+        [profile.expired]
+        type = "https"
+        client_ssl = {{ certificates = [{{ cert = "{pki.expired[0]}", key = "{pki.expired[1]}" }}] }}
+    """))
+    assert adc_main(["check", str(cfg)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    expired_on = [line for line in err if "expired.pem: certificate expired on" in line]
+    assert f"{cfg}: profile.mismatch.client_ssl.certificates[0]: {pki.other[1]}: key does not match certificate {pki.server[0]}" in err
+    assert len(expired_on) == 1 and expired_on[0].startswith(
+        f"{cfg}: profile.expired.client_ssl.certificates[0]: {pki.expired[0]}: certificate expired on 20"
+    )
