@@ -91,6 +91,7 @@ class Engine:
         self.access_log = access_log or AccessLog(config.appliance.access_log, config.appliance.access_log_format)
         self.pools: dict[str, PoolRuntime] = {}
         self.virtual_servers: dict[str, VirtualServerRuntime] = {}
+        self.retired: list[VirtualServerRuntime] = []  # removed by a reload, finishing their connections
         self.started = time.monotonic()
 
     # ------------------------------------------------------------------ building
@@ -158,6 +159,9 @@ class Engine:
         deadline = time.monotonic() + grace
         while self.live_connections() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        from adc.engine.l7 import close_idle
+
+        close_idle(self)  # idle keep-alive connections to real servers
         left = [c for vs in self.virtual_servers.values() for c in list(vs.connections)]
         if left:
             log.info("stopping: closing %d connection(s) still open after the grace period", len(left))

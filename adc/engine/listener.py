@@ -46,17 +46,18 @@ async def listen(
             **kwargs,
         )
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            what = "address already in use"
-        elif exc.errno == errno.EACCES:
-            what = "permission denied (ports below 1024 need privileges)"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            what = "address not available on this machine"
-        else:
-            what = exc.strerror or str(exc)
-        raise ListenError(f"virtual_server.{vs_name}: cannot listen on {address}: {what}") from None
-    except socket.gaierror as exc:
-        raise ListenError(f"virtual_server.{vs_name}: cannot listen on {address}: {exc.strerror}") from None
+        raise ListenError(f"virtual_server.{vs_name}: cannot listen on {address}: {listen_error_text(exc)}") from None
+
+
+def listen_error_text(exc: OSError) -> str:
+    """What went wrong opening a listening socket, in an operator's words."""
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "address not available on this machine"
+    return exc.strerror or str(exc)
 
 
 def bound_addresses(server: asyncio.Server) -> list[str]:
