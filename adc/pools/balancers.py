@@ -2,19 +2,36 @@
 
 Like HAProxy's `lb_ops`, a balancer keeps its own index and is told about changes
 (`rebuild` after state/weight/health changes, `taken`/`dropped` as connections come
-and go) instead of rescanning every server on every pick. `pick` still checks the
-chosen server is usable (per-server `max_connections`) and moves on when it is not.
+and go) instead of rescanning every server on every pick. `pick` still checks that
+the chosen server is usable (per-server `max_connections`, `exclude` after a failed
+connect) and moves on when it is not.
+
+Weights are handled internally as `RealServerRuntime.eweight`, the configured weight
+times `WEIGHT_SCALE` (as HAProxy does), so a server of weight 1 can still ramp up
+smoothly during slow start.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
+import random
 import zlib
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 if TYPE_CHECKING:
     from adc.config.model import Pool
     from adc.pools.pool import RealServerRuntime
+
+WEIGHT_SCALE = 16  # internal weight units per configured weight unit
+MAX_SCHEDULE = 4096  # round-robin schedule length bound
+NGINX_SCHEDULE_WORK = 65536  # above this (schedule length x servers) the schedule is built with a heap
+MAX_HASH_SLOTS = 4096  # source-hash / uri-hash map length bound
+MAGLEV_TABLE_SIZE = 65537  # prime; the Maglev paper wants it well above 100 x the server count
+MAGLEV_PROBES = 64  # table entries tried after an unusable server before a plain scan
 
 
 @dataclass(slots=True)
@@ -35,43 +52,127 @@ class Balancer(Protocol):
     def dropped(self, rs: "RealServerRuntime") -> None: ...
 
 
-def _hash(text: str) -> int:
-    return zlib.crc32(text.encode()) & 0xFFFFFFFF
+# --------------------------------------------------------------------------- hashing
 
 
-class RoundRobin:
-    """Smooth weighted round-robin (nginx's algorithm), precomputed as a schedule.
+def key_hash(text: str) -> int:
+    """A well-mixed 32-bit hash of a key (CRC32, then a multiplicative mix of the bits)."""
+    h = zlib.crc32(text.encode("utf-8", "surrogateescape"))
+    h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    return h ^ (h >> 16)
 
-    The schedule is rebuilt only when weights or states change, so a pick is O(1)
-    unless servers in the schedule are momentarily unusable (max_connections).
+
+def _path_only(uri: str) -> str:
+    q = uri.find("?")
+    return uri if q < 0 else uri[:q]
+
+
+def key_function(hash_on: str) -> Callable[[PickContext], str]:
+    """The key a hashing balancer uses: source | uri | host | header:NAME | cookie:NAME.
+
+    When the request has no such header or cookie (or Layer 4 has no request at all)
+    the key falls back to the client address, so the choice stays stable per client.
     """
+    if hash_on == "uri":
+        return lambda ctx: _path_only(ctx.uri) if ctx.uri else ctx.client_ip
+    if hash_on == "host":
+        return lambda ctx: ctx.host.lower() if ctx.host else ctx.client_ip
+    if hash_on.startswith("header:"):
+        name = hash_on.split(":", 1)[1]
 
-    MAX_SCHEDULE = 4096
+        def header_key(ctx: PickContext) -> str:
+            value = ctx.header(name) if ctx.header is not None else None
+            return value if value else ctx.client_ip
 
+        return header_key
+    if hash_on.startswith("cookie:"):
+        name = hash_on.split(":", 1)[1]
+
+        def cookie_key(ctx: PickContext) -> str:
+            value = ctx.cookie(name) if ctx.cookie is not None else None
+            return value if value else ctx.client_ip
+
+        return cookie_key
+    return lambda ctx: ctx.client_ip
+
+
+def _reduced(weights: list[int], bound: int) -> list[int]:
+    """Weights divided by their gcd, then scaled down (keeping every one >= 1) to sum <= bound."""
+    if not weights:
+        return []
+    g = math.gcd(*weights) or 1
+    weights = [w // g for w in weights]
+    total = sum(weights)
+    if total > bound:
+        scale = bound / total
+        weights = [max(1, int(w * scale)) for w in weights]
+    return weights
+
+
+def _scan(servers: Sequence["RealServerRuntime"], start: int, exclude: frozenset[str] | set[str]) -> "RealServerRuntime | None":
+    n = len(servers)
+    for k in range(n):
+        rs = servers[(start + k) % n]
+        if rs.usable and rs.name not in exclude:
+            return rs
+    return None
+
+
+class _Base:
     def __init__(self, servers: Sequence["RealServerRuntime"]):
         self.servers = list(servers)
+
+    def taken(self, rs: "RealServerRuntime") -> None:
+        pass
+
+    def dropped(self, rs: "RealServerRuntime") -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- round-robin
+
+
+class RoundRobin(_Base):
+    """Smooth weighted round-robin, precomputed as a schedule.
+
+    The schedule interleaves servers in proportion to their weights (nginx's smooth
+    weighted round-robin, so weights 5:1:1 give a a b a c a a rather than a a a a a b c;
+    for very large pools an earliest-deadline-first heap builds a similar one). It
+    is rebuilt only when weights or states change, so a pick is O(1) unless servers in
+    the schedule are momentarily unusable (max_connections, exclude).
+    """
+
+    def __init__(self, servers: Sequence["RealServerRuntime"]):
+        super().__init__(servers)
         self.schedule: list["RealServerRuntime"] = []
         self.pos = 0
         self.rebuild()
 
     def rebuild(self) -> None:
         live = [s for s in self.servers if s.available]
-        weights = [s.effective_weight for s in live]
+        weights = _reduced([s.eweight for s in live], MAX_SCHEDULE)
         total = sum(weights)
-        if total > self.MAX_SCHEDULE:  # keep proportions, bound the schedule
-            scale = self.MAX_SCHEDULE / total
-            weights = [max(1, int(w * scale)) for w in weights]
-            total = sum(weights)
-        current = [0] * len(live)
         schedule: list["RealServerRuntime"] = []
-        for _ in range(total):
-            best = -1
-            for i, w in enumerate(weights):
-                current[i] += w
-                if best < 0 or current[i] > current[best]:
-                    best = i
-            current[best] -= total
-            schedule.append(live[best])
+        if total * len(weights) <= NGINX_SCHEDULE_WORK:
+            # nginx's smooth weighted round-robin: 5:1:1 gives a a b a c a a
+            current = [0] * len(weights)
+            for _ in range(total):
+                best = 0
+                for i, w in enumerate(weights):
+                    current[i] += w
+                    if current[i] > current[best]:
+                        best = i
+                current[best] -= total
+                schedule.append(live[best])
+        else:
+            # many servers: earliest virtual deadline first, O(total log n)
+            heap = [(0.5 / w, i) for i, w in enumerate(weights)]
+            heapq.heapify(heap)
+            for _ in range(total):
+                deadline, i = heapq.heappop(heap)
+                schedule.append(live[i])
+                heapq.heappush(heap, (deadline + 1.0 / weights[i], i))
         self.schedule = schedule
         if self.pos >= len(schedule):
             self.pos = 0
@@ -88,84 +189,269 @@ class RoundRobin:
                 return rs
         return None
 
-    def taken(self, rs: "RealServerRuntime") -> None:
-        pass
 
-    def dropped(self, rs: "RealServerRuntime") -> None:
-        pass
+# --------------------------------------------------------------------------- least-conn
 
 
-class LeastConn:
-    """Fewest active connections relative to weight; ties go round-robin."""
+class LeastConn(_Base):
+    """Fewest active connections relative to weight; ties go to the least recently changed.
+
+    A heap keyed by (active + 1) / eweight with lazy updates: `taken`/`dropped` push a
+    fresh entry for the server and bump its version, and stale entries are discarded
+    when they reach the top. `active` counts live tunnels too.
+    """
 
     def __init__(self, servers: Sequence["RealServerRuntime"]):
-        self.servers = list(servers)
+        super().__init__(servers)
+        self.heap: list[tuple[float, int, int, "RealServerRuntime"]] = []
+        self.version: dict[str, int] = {}
+        self.live: dict[str, "RealServerRuntime"] = {}
+        self.seq = itertools.count()
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        self.live = {s.name: s for s in self.servers if s.available}
+        self.heap = []
+        self.version = {}
+        for rs in self.live.values():
+            self._push(rs)
+
+    def _push(self, rs: "RealServerRuntime") -> None:
+        v = self.version.get(rs.name, 0) + 1
+        self.version[rs.name] = v
+        heapq.heappush(self.heap, ((rs.active + 1) / rs.eweight, next(self.seq), v, rs))
+
+    def _update(self, rs: "RealServerRuntime") -> None:
+        if self.live.get(rs.name) is not rs:
+            return
+        self._push(rs)
+        if len(self.heap) > 4 * len(self.live) + 64:
+            self.rebuild()
+
+    taken = _update
+    dropped = _update
+
+    def pick(self, ctx: PickContext, exclude: frozenset[str] | set[str]) -> "RealServerRuntime | None":
+        heap = self.heap
+        version = self.version
+        skipped = []
+        found = None
+        while heap:
+            key, _seq, v, rs = heap[0]
+            if version.get(rs.name) != v:
+                heapq.heappop(heap)
+                continue
+            if key != (rs.active + 1) / rs.eweight:  # changed without taken/dropped: re-key
+                heapq.heappop(heap)
+                self._push(rs)
+                continue
+            if rs.usable and rs.name not in exclude:
+                found = rs
+                break
+            skipped.append(heapq.heappop(heap))
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        return found
+
+
+# --------------------------------------------------------------------------- random-two
+
+
+class RandomTwo(_Base):
+    """Power of two choices: two servers drawn at random (weighted); the one with fewer
+    connections per unit of weight wins, the first drawn on a tie (as HAProxy's `random(2)`)."""
+
+    def __init__(self, servers: Sequence["RealServerRuntime"], rng: random.Random | None = None):
+        super().__init__(servers)
+        self.random = (rng or random.Random()).random
         self.live: list["RealServerRuntime"] = []
-        self.turn = 0
+        self.cumulative: list[int] = []
+        self.total = 0
         self.rebuild()
 
     def rebuild(self) -> None:
         self.live = [s for s in self.servers if s.available]
+        self.cumulative = list(itertools.accumulate(s.eweight for s in self.live))
+        self.total = self.cumulative[-1] if self.cumulative else 0
+
+    def _draw(self) -> "RealServerRuntime":
+        i = bisect_right(self.cumulative, self.random() * self.total)
+        return self.live[min(i, len(self.live) - 1)]
 
     def pick(self, ctx: PickContext, exclude: frozenset[str] | set[str]) -> "RealServerRuntime | None":
-        best = None
-        best_load = 0.0
-        live = self.live
-        n = len(live)
-        self.turn += 1
-        for k in range(n):
-            rs = live[(self.turn + k) % n]
-            if not rs.usable or rs.name in exclude:
-                continue
-            load = (rs.active + 1) / rs.effective_weight
-            if best is None or load < best_load:
-                best, best_load = rs, load
-        return best
-
-    def taken(self, rs: "RealServerRuntime") -> None:
-        pass
-
-    def dropped(self, rs: "RealServerRuntime") -> None:
-        pass
+        if not self.live:
+            return None
+        a = self._draw()
+        b = self._draw()
+        a_ok = a.usable and a.name not in exclude
+        b_ok = b.usable and b.name not in exclude
+        if a_ok and b_ok:
+            return b if b.active * a.eweight < a.active * b.eweight else a  # HAProxy's comparison
+        if a_ok:
+            return a
+        if b_ok:
+            return b
+        return _scan(self.live, int(self.random() * len(self.live)), exclude)
 
 
-class SourceHash:
-    """Hash of the client address over the available servers, weighted."""
+# --------------------------------------------------------------------------- hash map (source-hash, uri-hash)
+
+
+class HashMap(_Base):
+    """Hash of a key over a weighted map of the available servers (HAProxy's map-based hash).
+
+    Cheap and even, but not consistent: a change in the server set moves most keys.
+    Use `maglev` where that matters.
+    """
 
     def __init__(self, servers: Sequence["RealServerRuntime"], key: Callable[[PickContext], str] | None = None):
-        self.servers = list(servers)
-        self.slots: list["RealServerRuntime"] = []
+        super().__init__(servers)
         self.key = key or (lambda ctx: ctx.client_ip)
+        self.slots: list["RealServerRuntime"] = []
         self.rebuild()
 
     def rebuild(self) -> None:
-        self.slots = [s for s in self.servers if s.available for _ in range(s.effective_weight)]
+        live = [s for s in self.servers if s.available]
+        weights = _reduced([s.eweight for s in live], MAX_HASH_SLOTS)
+        # interleave so that probing past an unusable server spreads over the others
+        slots: list["RealServerRuntime"] = []
+        left = list(weights)
+        while any(left):
+            for i, w in enumerate(left):
+                if w:
+                    slots.append(live[i])
+                    left[i] = w - 1
+        self.slots = slots
 
     def pick(self, ctx: PickContext, exclude: frozenset[str] | set[str]) -> "RealServerRuntime | None":
         slots = self.slots
         if not slots:
             return None
-        h = _hash(self.key(ctx))
-        n = len(slots)
-        for k in range(n):
-            rs = slots[(h + k) % n]
+        i = (key_hash(self.key(ctx)) * len(slots)) >> 32
+        rs = slots[i]
+        if rs.usable and rs.name not in exclude:
+            return rs
+        return _scan(slots, i + 1, exclude)
+
+
+SourceHash = HashMap
+
+
+# --------------------------------------------------------------------------- maglev
+
+
+def _name_hashes(name: str, size: int) -> tuple[int, int]:
+    offset = key_hash("maglev-offset:" + name) % size
+    skip = key_hash("maglev-skip:" + name) % (size - 1) + 1
+    return offset, skip
+
+
+def maglev_table(names: Sequence[str], weights: Sequence[int], size: int = MAGLEV_TABLE_SIZE) -> list[int]:
+    """Maglev lookup table (Eisenbud et al., NSDI 2016), weighted as Envoy does it.
+
+    Each server walks its own permutation of the table (offset + j * skip mod size, both
+    from its name) and claims the first free entry on its turn; a server of weight w
+    takes a turn on w/max(weights) of the rounds. Returns entry -> index into `names`.
+    Depends only on names and weights, so every appliance builds the same table.
+    """
+    n = len(names)
+    table = [-1] * size
+    if n == 0:
+        return table
+    pos = []
+    skips = []
+    for name in names:
+        offset, skip = _name_hashes(name, size)
+        pos.append(offset)
+        skips.append(skip)
+    maxw = max(weights)
+    target = [0] * n
+    filled = 0
+    iteration = 0
+    order = range(n)
+    while True:
+        iteration += 1
+        for i in order:
+            w = weights[i]
+            if iteration * w < target[i]:
+                continue
+            target[i] += maxw
+            c = pos[i]
+            skip = skips[i]
+            while table[c] >= 0:
+                c += skip
+                if c >= size:
+                    c -= size
+            table[c] = i
+            c += skip
+            pos[i] = c - size if c >= size else c
+            filled += 1
+            if filled == size:
+                return table
+
+
+class Maglev(_Base):
+    """Maglev consistent hashing on `hash_on`; when one of N servers leaves, about 1/N of keys move."""
+
+    def __init__(
+        self,
+        servers: Sequence["RealServerRuntime"],
+        key: Callable[[PickContext], str] | None = None,
+        size: int = MAGLEV_TABLE_SIZE,
+    ):
+        super().__init__(servers)
+        self.key = key or (lambda ctx: ctx.client_ip)
+        self.size = size
+        self.live: list["RealServerRuntime"] = []
+        self.table: list["RealServerRuntime"] = []
+        self._built_for: tuple[tuple[str, int], ...] | None = None
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        live = sorted((s for s in self.servers if s.available), key=lambda s: s.name)
+        self.live = live
+        signature = tuple((s.name, s.eweight) for s in live)
+        if not live:
+            self.table = []
+            self._built_for = signature
+            return
+        if signature == self._built_for:  # same names and weights: same table
+            self.table = [live[i] for i in self._indices]
+            return
+        weights = _reduced([s.eweight for s in live], 1 << 30)
+        self._indices = maglev_table([s.name for s in live], weights, self.size)
+        self._built_for = signature
+        self.table = [live[i] for i in self._indices]
+
+    def pick(self, ctx: PickContext, exclude: frozenset[str] | set[str]) -> "RealServerRuntime | None":
+        table = self.table
+        if not table:
+            return None
+        i = key_hash(self.key(ctx)) % self.size
+        rs = table[i]
+        if rs.usable and rs.name not in exclude:
+            return rs
+        size = self.size
+        for k in range(1, MAGLEV_PROBES + 1):
+            rs = table[(i + k) % size]
             if rs.usable and rs.name not in exclude:
                 return rs
-        return None
+        return _scan(self.live, i, exclude)
 
-    def taken(self, rs: "RealServerRuntime") -> None:
-        pass
 
-    def dropped(self, rs: "RealServerRuntime") -> None:
-        pass
+# --------------------------------------------------------------------------- factory
 
 
 def make_balancer(pool: "Pool", servers: Sequence["RealServerRuntime"]) -> Balancer:
     method = pool.method
     if method == "least-conn":
         return LeastConn(servers)
+    if method == "random-two":
+        return RandomTwo(servers)
     if method == "source-hash":
-        return SourceHash(servers)
+        return HashMap(servers, key_function("source"))
     if method == "uri-hash":
-        return SourceHash(servers, key=lambda ctx: ctx.uri)
+        return HashMap(servers, key_function("uri"))
+    if method == "maglev":
+        return Maglev(servers, key_function(pool.hash_on))
     return RoundRobin(servers)

@@ -1,0 +1,237 @@
+"""Active health probes of real servers: tcp, http, tls, websocket.
+
+Each probe opens its own connection (through the pool's server SSL profile when the
+pool has one), does the least that proves the service works, closes, and returns a
+`CheckResult` with a short reason and the latency. The whole probe, connect
+included, runs under the check's `timeout`. A probe never raises (except when
+cancelled); every failure is a result.
+
+- tcp: the connect succeeds.
+- tls: the connect and the TLS handshake (certificate verification as the server
+  SSL profile says) succeed.
+- http: a real HTTP/1.1 request (`method`, `host`, `path`); the status line's code
+  must be one of `expect`.
+- websocket: a full upgrade handshake (websockets' sans-IO client); only a 101 with
+  the right `Sec-WebSocket-Accept` passes, then the probe closes cleanly (close
+  frame, wait briefly for the server's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import Any
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+from adc.config.model import HealthCheck
+from adc.pools.pool import CheckResult, PoolRuntime, RealServerRuntime
+
+log = logging.getLogger("adc.health")
+
+MAX_STATUS_LINE_BYTES = 8 * 1024  # http check: the status line must fit in this
+MAX_RESPONSE_BYTES = 64 * 1024  # websocket check: head (and close frame) must fit in this
+USER_AGENT = "adc-health-check"
+
+
+class _Conversation(asyncio.Protocol):
+    """Collects what the real server sends (bounded) and wakes the probe waiting for it."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.closed = False
+        self.overflow = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        room = self.limit - len(self.buffer)
+        if len(data) > room:
+            self.overflow = True
+            data = data[:room]
+            if self.transport is not None:
+                self.transport.pause_reading()
+        self.buffer += data
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def more(self) -> bool:
+        """Wait for more bytes; False when no more will come (closed or over the limit)."""
+        if self.closed or self.overflow:
+            return False
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+        return True
+
+    def take(self) -> bytes:
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        return "connection reset"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or exc.__class__.__name__
+    return str(exc) or exc.__class__.__name__
+
+
+def _host_header(check: HealthCheck, rs: RealServerRuntime) -> str:
+    return check.host or str(rs.address)
+
+
+async def _open(
+    check: HealthCheck, pool: PoolRuntime, rs: RealServerRuntime, tls: bool, limit: int
+) -> tuple[asyncio.Transport, _Conversation]:
+    loop = asyncio.get_running_loop()
+    kwargs: dict[str, Any] = {}
+    if tls and pool.ssl is not None:
+        kwargs = {  # as the engine dials (adc.engine.connect); `host` plays the request's Host
+            "ssl": pool.ssl.for_server(rs.address),
+            "server_hostname": pool.ssl.server_hostname(check.host, rs.address.host),
+            "ssl_handshake_timeout": check.timeout,
+        }
+    transport, protocol = await loop.create_connection(
+        lambda: _Conversation(limit), rs.address.host, rs.address.port, **kwargs
+    )
+    return transport, protocol  # type: ignore[return-value]
+
+
+async def _http(check: HealthCheck, transport: asyncio.Transport, conv: _Conversation, rs: RealServerRuntime) -> tuple[bool, str]:
+    transport.write(
+        (
+            f"{check.method} {check.path} HTTP/1.1\r\nHost: {_host_header(check, rs)}\r\n"
+            f"User-Agent: {USER_AGENT}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        ).encode("latin-1")
+    )
+    while b"\r\n" not in conv.buffer:
+        if not await conv.more():
+            break
+    head = bytes(conv.buffer)
+    end = head.find(b"\r\n")
+    if end < 0:
+        if conv.overflow:
+            return False, "HTTP: status line too long"
+        return False, "HTTP: connection closed before a status line" if not head else "HTTP: incomplete status line"
+    parts = head[:end].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+        return False, f"HTTP: malformed status line {head[:min(end, 80)]!r}"
+    status = int(parts[1])
+    if status in check.expect:
+        return True, f"HTTP {status}"
+    expected = ",".join(str(s) for s in check.expect)
+    return False, f"HTTP {status} (expected {expected})"
+
+
+async def _websocket(
+    check: HealthCheck, transport: asyncio.Transport, conv: _Conversation, rs: RealServerRuntime, secure: bool
+) -> tuple[bool, str]:
+    uri = parse_uri(f"{'wss' if secure else 'ws'}://{_host_header(check, rs)}{check.path}")
+    client = ClientProtocol(uri, max_size=MAX_RESPONSE_BYTES)
+    request = client.connect()
+    request.headers["User-Agent"] = USER_AGENT
+    client.send_request(request)
+    for chunk in client.data_to_send():
+        transport.write(chunk)
+    response: Response | None = None
+    while response is None:
+        alive = await conv.more() if not conv.buffer else True
+        data = conv.take()
+        if data:
+            client.receive_data(data)
+        elif not alive:
+            client.receive_eof()
+        for event in client.events_received():
+            if isinstance(event, Response):
+                response = event
+        if response is None and not alive and not data:
+            break
+    exc = client.handshake_exc
+    if response is None:
+        return False, f"websocket: {exc}" if exc else "websocket: connection closed before a response"
+    if exc is not None:
+        if isinstance(exc, InvalidStatus):
+            return False, f"websocket: HTTP {response.status_code} instead of 101"
+        return False, f"websocket: {exc}"
+    # upgraded: close cleanly, and give the server a moment to answer the close frame
+    client.send_close(1000, "health check")
+    for chunk in client.data_to_send():
+        if chunk:
+            transport.write(chunk)
+    closed = False
+    while not closed:
+        data = conv.take()
+        if data:
+            client.receive_data(data)
+            for event in client.events_received():
+                if getattr(event, "opcode", None) is Opcode.CLOSE:
+                    closed = True
+        if not closed and not await conv.more():
+            break
+    return True, "websocket 101"
+
+
+async def run_check(check: HealthCheck, pool: PoolRuntime, rs: RealServerRuntime) -> CheckResult:
+    """Probe one real server once, as `check` says; the result says why it passed or failed."""
+    started = time.monotonic()
+    transport: asyncio.Transport | None = None
+    secure = pool.ssl is not None
+    try:
+        async with asyncio.timeout(check.timeout):
+            if check.type == "tcp":
+                transport, _ = await _open(check, pool, rs, False, 1)
+                ok, reason = True, "tcp connect"
+            elif check.type == "tls":
+                if pool.ssl is None:
+                    return CheckResult(False, "tls check: the pool has no server_ssl", 0.0)
+                transport, _ = await _open(check, pool, rs, True, 1)
+                ok, reason = True, "tls handshake"
+            elif check.type == "http":
+                transport, conv = await _open(check, pool, rs, secure, MAX_STATUS_LINE_BYTES)
+                ok, reason = await _http(check, transport, conv, rs)
+            elif check.type == "websocket":
+                transport, conv = await _open(check, pool, rs, secure, MAX_RESPONSE_BYTES)
+                ok, reason = await _websocket(check, transport, conv, rs, secure)
+            else:
+                return CheckResult(False, f"unknown check type {check.type!r}", 0.0)
+    except TimeoutError:
+        return CheckResult(False, f"timeout after {check.timeout:g}s", time.monotonic() - started)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return CheckResult(False, describe_error(exc), time.monotonic() - started)
+    except Exception as exc:  # a probe must never take the monitor down
+        log.exception("pool %s server %s: health check error", pool.name, rs.name)
+        return CheckResult(False, f"check error: {exc.__class__.__name__}: {exc}", time.monotonic() - started)
+    finally:
+        if transport is not None and not transport.is_closing():
+            transport.close()
+    latency = time.monotonic() - started
+    return CheckResult(ok, reason, latency)

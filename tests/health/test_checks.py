@@ -1,0 +1,155 @@
+"""Real probes against real servers on loopback: tcp, http, tls, websocket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+
+import pytest
+import websockets
+from health_helpers import pool_for, server_context, server_tls
+
+from adc.config.model import Address, HealthCheck
+from adc.health.checks import run_check
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def probe(check: HealthCheck, address: Address, pool_ssl=None):
+    pool = pool_for([address], check)
+    pool.ssl = pool_ssl
+    return await run_check(check, pool, pool.servers["s0"])
+
+
+async def test_tcp_check_listening_and_closed(spots):
+    spot = await spots()
+    ok = await probe(HealthCheck(type="tcp"), spot.address)
+    assert ok.ok and ok.reason == "tcp connect" and ok.latency is not None and ok.latency < 1.0
+    bad = await probe(HealthCheck(type="tcp"), Address("127.0.0.1", closed_port()))
+    assert not bad.ok and bad.reason == "connection refused"
+
+
+async def test_http_check_200_passes_500_fails(spots):
+    good = await spots(status=200)
+    bad = await spots(status=500)
+    check = HealthCheck(type="http", path="/healthz", host="svc.test", method="HEAD")
+    result = await probe(check, good.address)
+    assert result.ok and result.reason == "HTTP 200"
+    head = good.requests[0].decode()
+    assert head.startswith("HEAD /healthz HTTP/1.1\r\n")
+    assert "\r\nHost: svc.test" in head and "Connection: close" in head
+    result = await probe(check, bad.address)
+    assert not result.ok and result.reason == "HTTP 500 (expected 200)"
+    result = await probe(HealthCheck(type="http", expect=(200, 500)), bad.address)
+    assert result.ok
+
+
+async def test_http_check_default_host_is_the_server_address(spots):
+    spot = await spots()
+    await probe(HealthCheck(type="http"), spot.address)
+    assert f"\r\nHost: 127.0.0.1:{spot.port}".encode() in spot.requests[0]
+
+
+@pytest.mark.parametrize("raw,reason", [
+    (b"SSH-2.0-OpenSSH\r\n", "HTTP: malformed status line"),
+    (b"", "HTTP: connection closed before a status line"),
+])
+async def test_http_check_garbage(spots, raw, reason):
+    spot = await spots(raw=raw)
+    result = await probe(HealthCheck(type="http"), spot.address)
+    assert not result.ok and result.reason.startswith(reason)
+
+
+async def test_http_check_times_out_on_a_silent_server(spots):
+    spot = await spots(silent=True)
+    result = await probe(HealthCheck(type="http", timeout=0.2), spot.address)
+    assert not result.ok and result.reason == "timeout after 0.2s"
+
+
+async def test_tls_check(spots, pki):
+    spot = await spots(server_context(pki.server))
+    tls = server_tls(pki.ca)
+    result = await probe(HealthCheck(type="tls"), spot.address, tls)
+    assert result.ok and result.reason == "tls handshake"
+    # untrusted certificate
+    rogue = await spots(server_context(pki.rogue_server))
+    result = await probe(HealthCheck(type="tls"), rogue.address, tls)
+    assert not result.ok and "certificate verify failed" in result.reason
+    # no TLS at all on the port
+    plain = await spots()
+    result = await probe(HealthCheck(type="tls", timeout=0.3), plain.address, tls)
+    assert not result.ok and result.reason == "timeout after 0.3s"
+
+
+async def test_http_check_goes_over_tls_when_the_pool_has_server_ssl(spots, pki):
+    spot = await spots(server_context(pki.server), status=204)
+    result = await probe(HealthCheck(type="http", expect=(204,)), spot.address, server_tls(pki.ca))
+    assert result.ok and result.reason == "HTTP 204"
+    assert spot.requests and spot.requests[0].startswith(b"GET / HTTP/1.1")
+
+
+async def test_websocket_check_against_a_real_websocket_server():
+    seen = []
+    closed = asyncio.Event()
+
+    async def handler(ws):
+        await ws.wait_closed()
+        seen.append((ws.request.path, ws.close_code))
+        closed.set()
+
+    async with websockets.serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        result = await probe(HealthCheck(type="websocket", path="/ws"), Address("127.0.0.1", port))
+        assert result.ok and result.reason == "websocket 101"
+        await asyncio.wait_for(closed.wait(), 2.0)
+    assert seen == [("/ws", 1000)]  # a clean close
+
+
+async def test_websocket_check_over_tls(pki):
+    async def handler(ws):
+        await ws.wait_closed()
+
+    async with websockets.serve(handler, "127.0.0.1", 0, ssl=server_context(pki.server)) as server:
+        port = server.sockets[0].getsockname()[1]
+        result = await probe(HealthCheck(type="websocket", path="/"), Address("127.0.0.1", port),
+                             server_tls(pki.ca))
+        assert result.ok, result.reason
+
+
+async def test_websocket_check_fails_on_200_instead_of_101(spots):
+    spot = await spots(status=200)
+    result = await probe(HealthCheck(type="websocket", path="/ws"), spot.address)
+    assert not result.ok and result.reason == "websocket: HTTP 200 instead of 101"
+    assert b"Upgrade: websocket" in spot.requests[0] and b"Sec-WebSocket-Key: " in spot.requests[0]
+
+
+async def test_websocket_check_fails_on_a_wrong_accept_key(spots):
+    wrong = base64.b64encode(b"x" * 20).decode()
+    raw = (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {wrong}\r\n\r\n"
+    ).encode()
+    spot = await spots(raw=raw)
+    result = await probe(HealthCheck(type="websocket"), spot.address)
+    assert not result.ok and "Sec-WebSocket-Accept" in result.reason
+
+
+async def test_websocket_check_closed_port():
+    result = await probe(HealthCheck(type="websocket"), Address("127.0.0.1", closed_port()))
+    assert not result.ok and result.reason == "connection refused"
+
+
+async def test_tls_check_names_the_server_as_the_server_ssl_profile_says(spots, pki):
+    spot = await spots(server_context(pki.server))
+    tls = server_tls(pki.ca, sni="@host")  # the check's host plays the request's Host
+    result = await probe(HealthCheck(type="tls", host="localhost"), spot.address, tls)
+    assert result.ok, result.reason
+    result = await probe(HealthCheck(type="tls", host="wrong.test"), spot.address, tls)
+    assert not result.ok and "certificate verify failed" in result.reason
+    result = await probe(HealthCheck(type="tls", host="wrong.test"), spot.address, server_tls(pki.ca, verify=False))
+    assert result.ok
