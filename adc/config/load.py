@@ -443,6 +443,7 @@ class _Loader:
         values["max_header_bytes"] = s.conv("max_header_bytes", parse_size, d.max_header_bytes)
         values["max_request_line"] = s.conv("max_request_line", parse_size, d.max_request_line)
         values["buffer_bytes"] = s.conv("buffer_bytes", parse_size, d.buffer_bytes)
+        values["max_body_bytes"] = s.conv("max_body_bytes", parse_size, d.max_body_bytes)
         values["max_headers"] = s.int_range("max_headers", d.max_headers, 1, 10_000)
         values["max_idle_server_connections"] = s.int_range("max_idle_server_connections", d.max_idle_server_connections, 0)
         values["connect_retries"] = s.int_range("connect_retries", d.connect_retries, 0, 100)

@@ -103,6 +103,7 @@ class Profile:
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
     max_request_line: int = 8 * 1024
+    max_body_bytes: int = 0  # request body limit (413 beyond); 0 = unlimited
     max_idle_server_connections: int = 64  # per real server
     buffer_bytes: int = 256 * 1024  # per-direction write-buffer high water mark
     connect_retries: int = 3  # other real servers tried after a failed connect

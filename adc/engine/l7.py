@@ -119,6 +119,15 @@ class IdleConnections:
 _IDLE: "weakref.WeakKeyDictionary[Engine, IdleConnections]" = weakref.WeakKeyDictionary()
 
 
+def _persistence_cookie(pool: "PoolRuntime", rs: Any, ctx: PickContext) -> bytes | None:
+    """Set-Cookie value binding the client to `rs`, unless the request already names it."""
+    name = pool.cookie_name
+    if name is None:
+        return None
+    value = pool.cookie_for(rs, ctx.cookie(name) if ctx.cookie is not None else None)
+    return None if value is None else value.encode("latin-1")
+
+
 def idle_connections(engine: "Engine") -> IdleConnections:
     idle = _IDLE.get(engine)
     if idle is None:
@@ -437,7 +446,7 @@ class ClientProtocol(asyncio.Protocol):
                     pool.take(first)
                     self._attach(conn)
                     assert self.exchange is not None
-                    self._run(self.exchange.server_connected(reused=True))
+                    self._run(self.exchange.server_connected(reused=True, set_cookie=_persistence_cookie(pool, first, ctx)))
                     return
         self.open_task = self.loop.create_task(self._connect(action, pool, ctx, first))
 
@@ -460,7 +469,7 @@ class ClientProtocol(asyncio.Protocol):
             pool.drop(rs)
             return
         self._attach(conn)
-        self._run(self.exchange.server_connected(reused=False))
+        self._run(self.exchange.server_connected(reused=False, set_cookie=_persistence_cookie(pool, rs, ctx)))
 
     def _attach(self, conn: ServerProtocol) -> None:
         self.server = conn

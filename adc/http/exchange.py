@@ -174,6 +174,7 @@ class _Request:
     retried: bool = False
     sent_body: bool = False
     interim: list[bytes] = field(default_factory=list)
+    set_cookie: bytes | None = None  # persistence cookie added to the response
 
 
 class Exchange:
@@ -239,12 +240,17 @@ class Exchange:
         self._pump()
         return self._flush()
 
-    def server_connected(self, reused: bool = False) -> list[Action]:
-        """The connection asked for by OpenServer is ready."""
+    def server_connected(self, reused: bool = False, set_cookie: bytes | None = None) -> list[Action]:
+        """The connection asked for by OpenServer is ready.
+
+        `set_cookie` is a persistence cookie (`NAME=id; Path=/; HttpOnly`) to add to
+        the response, the 101 of an upgrade included.
+        """
         req = self._req
         if self.phase is not Phase.CONNECT or req is None:
             raise AssertionError(f"server_connected in phase {self.phase.name}")
         self._server_reused = reused
+        req.set_cookie = set_cookie
         self._rparser.expect(req.head.method)
         self._out.append(SendToServer(req.server_head))
         if req.complete:
@@ -441,6 +447,11 @@ class Exchange:
             req.answered = True
             self._answer(match.respond, f"route {match.describe()}", server=False)
             return
+        limit = self.profile.max_body_bytes
+        if limit and head.content_length is not None and head.content_length > limit:
+            self._answer(413, f"request body of {head.content_length} bytes is over max_body_bytes ({limit})",
+                         server=False, close=True)
+            return
         headers = strip_hop_by_hop(head.headers, keep)
         if req.websocket:
             headers = [(n, b"Upgrade") if n.lower() == b"connection" else (n, v) for n, v in headers]
@@ -465,6 +476,10 @@ class Exchange:
         if isinstance(event, Body):
             req.facts.bytes_in += len(event.data)
             if req.answered:
+                return
+            limit = self.profile.max_body_bytes
+            if limit and req.facts.bytes_in > limit:  # chunked: the size is known only as it arrives
+                self._abort(f"request body is over max_body_bytes ({limit})", status=413)
                 return
             req.sent_body = True
             if chunked:
@@ -533,6 +548,8 @@ class Exchange:
             req.facts.upgrade = "tunnel"
             start = b"HTTP/1.1 101 %s" % (resp.reason or b"Switching Protocols")
             headers = strip_hop_by_hop(resp.headers, (b"upgrade", b"connection"))
+            if req.set_cookie is not None:
+                headers.append((b"Set-Cookie", req.set_cookie))
             self._out.append(SendToClient(serialize(start, headers)))
             self._out.append(RequestDone(req.facts))
             self._enter(Phase.TUNNEL)
@@ -558,6 +575,8 @@ class Exchange:
         headers = strip_hop_by_hop(resp.headers)
         if resp.framing_violation is not None or req.dechunk:
             headers = without(headers, (b"transfer-encoding",))
+        if req.set_cookie is not None:
+            headers.append((b"Set-Cookie", req.set_cookie))
         if req.close_after:
             headers.append((b"Connection", b"close"))
         elif client_10:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from adc.http.exchange import (
@@ -18,7 +20,7 @@ from adc.http.exchange import (
     SendToServer,
     StartTunnel,
 )
-from l7_playbook import XF, kinds, make, route, without_facts, ws_request, ws_response
+from l7_playbook import PROFILE, XF, kinds, make, route, without_facts, ws_request, ws_response
 
 GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 GET_FWD = b"GET /x HTTP/1.1\r\nHost: a\r\n" + XF + b"\r\n"
@@ -468,3 +470,21 @@ def test_respond_to_head_has_no_body():
     ex = make(routes=(route(path_exact="/r", respond=503),))
     acts = ex.receive_client(b"HEAD /r HTTP/1.1\r\nHost: a\r\n\r\n")
     assert acts[0].data.endswith(b"\r\n\r\n") and b"Content-Length" in acts[0].data
+
+
+def test_body_over_max_body_bytes_is_413_without_contacting_a_server():
+    ex = make(profile=replace(PROFILE, max_body_bytes=10))
+    actions = ex.receive_client(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n")
+    assert kinds(actions) == ["Respond", "RequestDone", "CloseClient"]
+    assert actions[0].status == 413 and actions[0].close
+
+
+def test_chunked_body_over_max_body_bytes_is_413_as_it_arrives():
+    ex = make(profile=replace(PROFILE, max_body_bytes=10))
+    actions = ex.receive_client(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert kinds(actions) == ["OpenServer"]
+    actions = ex.server_connected()
+    assert kinds(actions) == ["SendToServer"]
+    actions = ex.receive_client(b"8\r\n01234567\r\n8\r\n89abcdef\r\n")
+    assert [a.status for a in actions if type(a).__name__ == "Respond"] == [413]
+    assert kinds(actions)[-1] == "CloseClient"
