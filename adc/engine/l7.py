@@ -239,7 +239,7 @@ class ClientProtocol(asyncio.Protocol):
         "vs", "engine", "profile", "transport", "exchange", "server", "open_task", "client_ip", "client",
         "loop", "timer", "client_activity", "server_activity", "head_started", "hold", "backpressure",
         "writing_paused", "closed", "relay", "queue", "running", "request_started", "tunnel_started",
-        "tunnel_facts", "tunnel_rs", "counted", "high_water",
+        "tunnel_facts", "tunnel_rs", "counted", "high_water", "request_server",
     )
 
     def __init__(self, vs: "VirtualServerRuntime") -> None:
@@ -271,6 +271,7 @@ class ClientProtocol(asyncio.Protocol):
         self.tunnel_facts: AccessFacts | None = None
         self.tunnel_rs: RealServerRuntime | None = None
         self.high_water = max(1, self.profile.buffer_bytes)
+        self.request_server: ServerProtocol | None = None  # serves the current request (for its counters)
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -473,6 +474,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def _attach(self, conn: ServerProtocol) -> None:
         self.server = conn
+        self.request_server = conn
         conn.owner = self
         conn.requests += 1
         assert conn.transport is not None
@@ -626,7 +628,8 @@ class ClientProtocol(asyncio.Protocol):
     # -- bookkeeping -------------------------------------------------------------------------------
     def _request_done(self, facts: AccessFacts) -> None:
         vs = self.vs
-        conn = self.server
+        conn = self.server or self.request_server  # the connection may already be released
+        self.request_server = None
         vs.counters.requests += 1
         vs.counters.count_response(facts.status)
         vs.counters.bytes_in += facts.bytes_in
@@ -643,6 +646,10 @@ class ClientProtocol(asyncio.Protocol):
             self.tunnel_facts = facts
         elif facts.upgrade == "declined":
             vs.counters.upgrades_refused += 1
+        self.head_started = None
+        if not self.engine.access_log.enabled:
+            self.request_started = time.monotonic()
+            return
         self.engine.access_log.log({
             "kind": "http",
             "client": self.client,

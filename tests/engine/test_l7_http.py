@@ -83,7 +83,7 @@ async def test_routes_and_404(appliance_factory, http_backends):
 async def test_server_connections_are_reused(appliance_factory, http_backends):
     web = await http_backends("web")
     port = free_port()
-    await appliance_factory(config(port, {"web": [web.port]}))
+    app = await appliance_factory(config(port, {"web": [web.port]}))
     for _ in range(3):  # three client connections, ten requests each
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for i in range(10):
@@ -94,6 +94,11 @@ async def test_server_connections_are_reused(appliance_factory, http_backends):
         await writer.wait_closed()
     assert web.requests == 30
     assert web.connections == 1  # one keep-alive connection served every request
+    pool = app.engine.pools["web"]
+    rs = next(iter(pool.servers.values()))
+    for counters in (app.stats.vs("web"), pool.counters, rs.counters):
+        assert counters.requests == 30
+        assert counters.responses[2] == 30
 
 
 async def test_pipelined_requests_and_head(appliance_factory, http_backends):
