@@ -239,7 +239,7 @@ class ClientProtocol(asyncio.Protocol):
         "vs", "engine", "profile", "transport", "exchange", "server", "open_task", "client_ip", "client",
         "loop", "timer", "client_activity", "server_activity", "head_started", "hold", "backpressure",
         "writing_paused", "closed", "relay", "queue", "running", "request_started", "tunnel_started",
-        "tunnel_facts", "tunnel_rs", "counted", "high_water", "request_server",
+        "tunnel_facts", "tunnel_rs", "counted", "high_water", "request_server", "to_client", "to_server",
     )
 
     def __init__(self, vs: "VirtualServerRuntime") -> None:
@@ -272,6 +272,9 @@ class ClientProtocol(asyncio.Protocol):
         self.tunnel_rs: RealServerRuntime | None = None
         self.high_water = max(1, self.profile.buffer_bytes)
         self.request_server: ServerProtocol | None = None  # serves the current request (for its counters)
+        # bytes produced by one batch of actions, written with one writelines() each side
+        self.to_client: list[bytes] = []
+        self.to_server: list[bytes] = []
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -358,26 +361,46 @@ class ClientProtocol(asyncio.Protocol):
             queue = self.queue
             while queue:
                 self._execute(queue.popleft())
+            self._flush_writes()
         finally:
             self.running = False
         self._arm()
 
+    def _flush_writes(self) -> None:
+        """Write what the last actions produced: one system call per side, not one per action."""
+        if self.to_server:
+            data, self.to_server = self.to_server, []
+            server = self.server
+            assert server is not None and server.transport is not None
+            if len(data) == 1:
+                server.transport.write(data[0])
+            else:
+                server.transport.writelines(data)
+        if self.to_client:
+            data, self.to_client = self.to_client, []
+            t = self.transport
+            if t is not None and not t.is_closing():
+                if len(data) == 1:
+                    t.write(data[0])
+                else:
+                    t.writelines(data)
+
     def _execute(self, action: Action) -> None:
         t = self.transport
         if isinstance(action, SendToServer):
-            server = self.server
-            assert server is not None and server.transport is not None
-            server.transport.write(action.data)
+            self.to_server.append(action.data)
         elif isinstance(action, SendToClient):
             if t is not None and not self.closed:
-                t.write(action.data)
+                self.to_client.append(action.data)
         elif isinstance(action, OpenServer):
+            self._flush_writes()
             self._open_server(action)
         elif isinstance(action, ReleaseServer):
+            self._flush_writes()
             self._release_server(action.reusable)
         elif isinstance(action, Respond):
             if t is not None and not self.closed:
-                t.write(action.data)
+                self.to_client.append(action.data)
             self._count_answer(action.status, action.reason)
         elif isinstance(action, RequestDone):
             self._request_done(action.facts)
@@ -388,10 +411,12 @@ class ClientProtocol(asyncio.Protocol):
             self.hold = False
             self._sync_reading()
         elif isinstance(action, CloseClient):
+            self._flush_writes()
             self.closed = True
             if t is not None:
                 t.close()
         elif isinstance(action, StartTunnel):
+            self._flush_writes()
             self._start_tunnel(action)
         elif isinstance(action, Count):
             self._count(action.name)

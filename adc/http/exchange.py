@@ -58,17 +58,19 @@ class IllegalTransition(AssertionError):
 
 
 # -- actions ------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+# Plain slotted dataclasses, not frozen: they are built per request on the hot path, and a
+# frozen dataclass pays for object.__setattr__ on every field in __init__. Treat them as values.
+@dataclass(slots=True)
 class SendToServer:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendToClient:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OpenServer:
     """Pick a real server of `pool` and connect (or reuse an idle connection unless `retry`)."""
 
@@ -78,7 +80,7 @@ class OpenServer:
     retry: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Respond:
     """An answer made by the appliance: write `data`, then close the client if `close`."""
 
@@ -88,37 +90,37 @@ class Respond:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartTunnel:
     client_leftover: bytes
     server_leftover: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReleaseServer:
     """The current real-server connection is no longer needed by this exchange."""
 
     reusable: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PauseClient:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResumeClient:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CloseClient:
     """Close the client connection once what was written is flushed."""
 
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Count:
     """A counter the engine increments (e.g. `websocket_refused`)."""
 
@@ -143,7 +145,7 @@ class AccessFacts:
     retried: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestDone:
     facts: AccessFacts
 
