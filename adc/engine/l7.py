@@ -63,34 +63,65 @@ _WAITING_SERVER = frozenset(
 
 # -- idle keep-alive connections to real servers ---------------------------------------------
 class IdleConnections:
-    """Idle keep-alive connections of one engine, per real server, newest last."""
+    """Idle keep-alive connections of one engine, per real server, newest last.
 
-    __slots__ = ("by_server",)
+    Expiry is lazy: each connection carries the time it may stay idle until, and one
+    periodic sweep closes the expired ones, so a request costs no timer of its own.
+    """
+
+    __slots__ = ("by_server", "sweeper", "interval")
 
     def __init__(self) -> None:
         self.by_server: dict[Any, collections.deque[ServerProtocol]] = {}
+        self.sweeper: asyncio.TimerHandle | None = None
+        self.interval = 1.0
 
     def take(self, rs: "RealServerRuntime") -> "ServerProtocol | None":
         conns = self.by_server.get(rs)
         while conns:
             conn = conns.pop()  # the most recently used one is the most likely alive
-            conn.cancel_idle()
+            conn.idle = None
             if conn.transport is not None and not conn.transport.is_closing():
-                if not conns:
-                    del self.by_server[rs]
                 return conn
-        self.by_server.pop(rs, None)
         return None
 
     def put(self, conn: "ServerProtocol", limit: int, timeout: float) -> bool:
-        conns = self.by_server.setdefault(conn.rs, collections.deque())
+        conns = self.by_server.get(conn.rs)
+        if conns is None:
+            conns = self.by_server[conn.rs] = collections.deque()
         if len(conns) >= limit:
-            if not conns:
-                del self.by_server[conn.rs]
             return False
+        loop = asyncio.get_running_loop() if self.sweeper is None else None
+        conn.idle = self
+        conn.idle_until = (time.monotonic() + timeout) if timeout > 0 else float("inf")
         conns.append(conn)
-        conn.start_idle(self, timeout)
+        if timeout > 0:
+            interval = min(1.0, max(IDLE_SWEEP_MIN_SECONDS, timeout / 4))
+            if loop is not None or interval < self.interval:
+                self.interval = min(self.interval, interval)
+                if self.sweeper is not None:
+                    self.sweeper.cancel()
+                self.sweeper = (loop or asyncio.get_running_loop()).call_later(self.interval, self._sweep)
         return True
+
+    def _sweep(self) -> None:
+        self.sweeper = None
+        now = time.monotonic()
+        waiting = False
+        for rs, conns in list(self.by_server.items()):
+            for conn in [c for c in conns if c.idle_until <= now]:
+                conns.remove(conn)
+                conn.idle = None
+                if conn.transport is not None:
+                    conn.transport.close()
+            if conns:
+                waiting = waiting or any(c.idle_until != float("inf") for c in conns)
+            else:
+                del self.by_server[rs]
+        if waiting:
+            self.sweeper = asyncio.get_running_loop().call_later(self.interval, self._sweep)
+        else:
+            self.interval = 1.0
 
     def remove(self, conn: "ServerProtocol") -> None:
         conns = self.by_server.get(conn.rs)
@@ -108,12 +139,20 @@ class IdleConnections:
         return sum(len(c) for c in self.by_server.values())
 
     def close_all(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
         for conns in list(self.by_server.values()):
             for conn in list(conns):
-                conn.cancel_idle()
+                conn.idle = None
                 if conn.transport is not None:
                     conn.transport.close()
         self.by_server.clear()
+
+
+IDLE_SWEEP_MIN_SECONDS = 0.05
+_NO_ACTIONS: "collections.deque[Action]" = collections.deque(maxlen=0)  # a tunnel runs no actions
+_NO_WRITES: Any = ()  # actions stop at the tunnel; an append after it would fail loudly
 
 
 _IDLE: "weakref.WeakKeyDictionary[Engine, IdleConnections]" = weakref.WeakKeyDictionary()
@@ -146,15 +185,15 @@ def close_idle(engine: "Engine") -> None:
 class ServerProtocol(asyncio.Protocol):
     """One connection to a real server; owned by a client connection or idle."""
 
-    __slots__ = ("rs", "pool", "owner", "transport", "idle", "idle_timer", "ended", "read_paused", "requests")
+    __slots__ = ("rs", "pool", "owner", "transport", "idle", "idle_until", "ended", "read_paused", "requests")
 
     def __init__(self, pool: "PoolRuntime") -> None:
         self.pool = pool
         self.rs: RealServerRuntime | None = None
         self.owner: ClientProtocol | None = None
         self.transport: asyncio.Transport | None = None
-        self.idle: IdleConnections | None = None
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle: IdleConnections | None = None  # set while parked as an idle keep-alive connection
+        self.idle_until = 0.0
         self.ended = False
         self.read_paused = False
         self.requests = 0
@@ -181,10 +220,9 @@ class ServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         already = self.ended
         self.ended = True
-        self.cancel_idle()
         owner = self.owner
         if owner is None:
-            if self.idle is not None:
+            if self.idle is not None:  # a parked connection the real server closed
                 self.idle.remove(self)
                 self.idle = None
         elif not already:
@@ -211,22 +249,10 @@ class ServerProtocol(asyncio.Protocol):
         except RuntimeError:
             pass
 
-    # idle bookkeeping
-    def start_idle(self, idle: IdleConnections, timeout: float) -> None:
-        self.idle = idle
-        if timeout > 0:
-            self.idle_timer = asyncio.get_running_loop().call_later(timeout, self._drop_idle)
-
-    def cancel_idle(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-        self.idle = None
-
     def _drop_idle(self) -> None:
         if self.idle is not None:
             self.idle.remove(self)
-        self.cancel_idle()
+        self.idle = None
         if self.transport is not None:
             self.transport.close()
 
@@ -622,6 +648,11 @@ class ClientProtocol(asyncio.Protocol):
         self.engine.stats.open_session(session)
         relay.attach(t, conn.transport)
         relay.start(action.client_leftover, action.server_leftover)
+        # No HTTP code runs any more: free the parsers and buffers (an idle tunnel should
+        # cost little more than its two transports).
+        self.exchange = None
+        self.queue = _NO_ACTIONS
+        self.to_client = self.to_server = _NO_WRITES
 
     def _tunnel_closed(self, relay: Relay, reason: str) -> None:
         session = relay.session

@@ -188,3 +188,29 @@ timeout_http_request = "200ms"
     status, headers, _ = await read_response(reader)
     assert status == 408 and headers["connection"] == "close"
     writer.close()
+
+
+async def test_idle_server_connections_expire_after_timeout_server_idle(appliance_factory, http_backends):
+    web = await http_backends("web")
+    port = free_port()
+    app = await appliance_factory(
+        config(port, {"web": [web.port]}, profile="quick")
+        + '[profile.quick]\ntype = "http"\ntimeout_server_idle = "200ms"\n'
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (await read_response(reader))[0] == 200
+    writer.write(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (await read_response(reader))[0] == 200
+    assert web.connections == 1  # reused while fresh
+    from adc.engine.l7 import idle_connections
+
+    assert idle_connections(app.engine).count() == 1
+    deadline = asyncio.get_running_loop().time() + 3
+    while idle_connections(app.engine).count() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert idle_connections(app.engine).count() == 0  # expired and closed
+    writer.write(b"GET /c HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (await read_response(reader))[0] == 200
+    assert web.connections == 2
+    writer.close()
