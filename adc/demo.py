@@ -19,6 +19,7 @@ import ssl
 from typing import Any
 
 from adc.config.model import Config, Pool, ProfileType, RealServer
+from adc.relay import send_websocket_data, shutdown_write
 
 log = logging.getLogger("adc.demo")
 logging.getLogger("websockets").setLevel(logging.WARNING)
@@ -41,8 +42,8 @@ class _Echo(asyncio.Protocol):
         self.transport.write(data)
 
     def eof_received(self) -> bool:
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
+        if not shutdown_write(self.transport):  # echo the half-close (see adc.relay)
+            self.transport.close()
         return True
 
 
@@ -89,7 +90,10 @@ class DemoServers:
             server = await loop.create_server(_Echo, rs.address.host, rs.address.port, ssl=tls, reuse_address=True)
             self.servers.append(server)
             return
-        from websockets.asyncio.server import serve
+        from websockets.asyncio.server import ServerConnection, serve
+
+        class DemoConnection(ServerConnection):
+            send_data = send_websocket_data
 
         name = rs.name
 
@@ -113,6 +117,7 @@ class DemoServers:
             max_size=16 << 20,
             server_header=f"adc-demo/{name}",
             reuse_address=True,
+            create_connection=DemoConnection,
         )
         self.servers.append(server)
 

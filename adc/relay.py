@@ -7,17 +7,22 @@ its `pause_writing()`, which pauses reading on the *other* transport; `resume_wr
 resumes it. Memory per session is therefore bounded by about two write buffers plus
 two read chunks, whatever the peers do.
 
-Half-close is propagated (`write_eof` where the transport can; a TLS transport cannot,
-so it is closed once its buffer is flushed), after which that side's fin timeout
-applies. Idleness uses one lazily re-armed timer per session: the data path only
-stamps `last_activity`.
+Half-close is propagated (a FIN once the buffer is flushed; a TLS transport cannot
+half-close, so it is closed once its buffer is flushed), after which that side's fin timeout
+applies. Idleness is checked lazily: the data path only stamps `last_activity`, and
+sessions share coarse timers (one per deadline slot, see `_Deadlines`), so an idle tunnel
+costs no timer object of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
+import socket
 import time
+import weakref
 from typing import Callable
 
 from adc.runtime.stats import Session
@@ -25,10 +30,94 @@ from adc.runtime.stats import Session
 log = logging.getLogger("adc.relay")
 
 WRITE_HIGH_WATER_BYTES = 256 * 1024
+FIN_DRAIN_POLL_SECONDS = 0.01  # how often a pending half-close checks the write buffer
+FINE_SLOT_SECONDS = 0.05  # deadline precision for timeouts under COARSE_FROM_SECONDS
+COARSE_SLOT_SECONDS = 1.0
+COARSE_FROM_SECONDS = 10.0
+
+
+class _Deadlines:
+    """Shared timers for many sessions: one loop timer per deadline slot, not per session.
+
+    A session is filed under the slot of its deadline; when the slot fires, each session
+    re-checks its real deadline (activity may have moved it) and files itself again if it
+    is not due. Precision is one slot.
+    """
+
+    __slots__ = ("slot", "buckets")
+
+    def __init__(self, slot: float):
+        self.slot = slot  # (the loop is not kept: this object lives in a dict keyed weakly by it)
+        self.buckets: dict[int, set[Relay]] = {}
+
+    def add(self, relay: "Relay", when: float) -> int:
+        tick = math.ceil(when / self.slot)
+        bucket = self.buckets.get(tick)
+        if bucket is None:
+            bucket = self.buckets[tick] = set()
+            relay.loop.call_at(tick * self.slot, self._fire, tick)
+        bucket.add(relay)
+        return tick
+
+    def discard(self, relay: "Relay", tick: int) -> None:
+        bucket = self.buckets.get(tick)
+        if bucket is not None:
+            bucket.discard(relay)
+
+    def _fire(self, tick: int) -> None:
+        for relay in self.buckets.pop(tick, ()):
+            relay._on_timer()
+
+
+_DEADLINES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[_Deadlines, _Deadlines]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _deadlines(loop: asyncio.AbstractEventLoop) -> tuple[_Deadlines, _Deadlines]:
+    pair = _DEADLINES.get(loop)
+    if pair is None:
+        pair = _DEADLINES[loop] = (_Deadlines(FINE_SLOT_SECONDS), _Deadlines(COARSE_SLOT_SECONDS))
+    return pair
+
+
+def shutdown_write(transport: asyncio.BaseTransport) -> bool:
+    """Send a FIN on a TCP transport; False if it cannot (TLS, bytes still buffered)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_extra_info("sslcontext") is not None:
+        return False
+    if transport.get_write_buffer_size():  # type: ignore[attr-defined]
+        return False
+    try:
+        dup = socket.socket(fileno=os.dup(sock.fileno()))
+    except OSError:
+        return False
+    try:
+        dup.shutdown(socket.SHUT_WR)
+        return True
+    except OSError:
+        return False
+    finally:
+        dup.close()  # closes the duplicate only
+
+
+def send_websocket_data(connection: object) -> None:
+    """`websockets` Connection.send_data, half-closing with `shutdown_write`, not write_eof().
+
+    The `websockets` library half-closes with `transport.write_eof()` after a close
+    handshake; on uvloop a transport dropped while that shutdown is pending frees memory
+    twice and aborts the process. Servers and clients built on `websockets` inside the
+    appliance's process (the demo real servers) use this instead.
+    """
+    for data in connection.protocol.data_to_send():  # type: ignore[attr-defined]
+        if data:
+            connection.transport.write(data)  # type: ignore[attr-defined]
+        else:
+            shutdown_write(connection.transport)  # type: ignore[attr-defined]
 
 
 class _Side(asyncio.Protocol):
-    __slots__ = ("relay", "transport", "out", "is_client", "eof", "lost", "paused_peer")
+    __slots__ = ("relay", "transport", "out", "is_client", "eof", "lost", "paused_peer", "fin_sent", "fin_timer")
 
     def __init__(self, relay: "Relay", is_client: bool):
         self.relay = relay
@@ -38,6 +127,8 @@ class _Side(asyncio.Protocol):
         self.eof = False  # this side sent EOF to us
         self.lost = False
         self.paused_peer = False
+        self.fin_sent = False  # we half-closed this transport
+        self.fin_timer: asyncio.TimerHandle | None = None  # waiting for its buffer to drain
 
     # The transport may come through connection_made (a fresh connection) or through
     # Relay.attach (a transport handed over by the Layer-7 engine via set_protocol).
@@ -94,7 +185,7 @@ class Relay:
 
     __slots__ = (
         "session", "client", "server", "idle_timeout", "client_fin_timeout", "server_fin_timeout",
-        "high_water", "loop", "timer", "closed", "reason", "on_close", "started", "_early_buf",
+        "high_water", "loop", "timer", "timer_wheel", "closed", "reason", "on_close", "started", "_early_buf",
     )
 
     def __init__(
@@ -115,7 +206,8 @@ class Relay:
         self.server_fin_timeout = server_fin_timeout
         self.high_water = high_water
         self.loop = asyncio.get_running_loop()
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: int | None = None  # the deadline slot this session is filed under
+        self.timer_wheel: _Deadlines | None = None
         self.closed = False
         self.reason = ""
         self.on_close = on_close
@@ -193,11 +285,17 @@ class Relay:
         return self.idle_timeout
 
     def _arm(self, delay: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._disarm()
         if delay > 0 and not self.closed:
-            self.timer = self.loop.call_later(delay, self._on_timer)
+            fine, coarse = _deadlines(self.loop)
+            wheel = fine if delay < COARSE_FROM_SECONDS else coarse
+            self.timer = wheel.add(self, self.loop.time() + delay)
+            self.timer_wheel = wheel
+
+    def _disarm(self) -> None:
+        if self.timer is not None and self.timer_wheel is not None:
+            self.timer_wheel.discard(self, self.timer)
+        self.timer = None
 
     def _on_timer(self) -> None:
         self.timer = None
@@ -220,21 +318,38 @@ class Relay:
             self.session.client_fin = True
         else:
             self.session.server_fin = True
-        peer = self._peer(side)
         if self.client.eof and self.server.eof:
             self.close("closed by both sides")
             return True
-        if peer is not None and peer.transport is not None and not peer.lost:
-            try:
-                if peer.transport.can_write_eof():
-                    peer.transport.write_eof()
-                else:
-                    # TLS cannot half-close: finish the flush, then close that side
-                    peer.transport.close()
-            except (RuntimeError, OSError):
-                peer.transport.close()
+        peer = self._peer(side)
+        if peer is not None:
+            self._send_fin(peer)
         self._arm(self._timeout())
         return True  # keep our transport open for the other direction
+
+    def _send_fin(self, side: _Side) -> None:
+        """Half-close `side`'s transport once what is buffered for it has gone out.
+
+        The FIN is sent with shutdown(SHUT_WR) on a duplicate of the socket's descriptor
+        rather than with `transport.write_eof()`: uvloop (0.21-0.23) frees memory twice
+        when a stream whose write_eof() is still pending is closed, and a relay closes
+        its transports as soon as both directions have ended. A TLS transport cannot
+        half-close: it is closed once its buffer is flushed.
+        """
+        side.fin_timer = None
+        t = side.transport
+        if t is None or side.lost or side.fin_sent or self.closed:
+            return
+        if not t.can_write_eof():
+            side.fin_sent = True
+            t.close()
+            return
+        if t.get_write_buffer_size():
+            side.fin_timer = self.loop.call_later(FIN_DRAIN_POLL_SECONDS, self._send_fin, side)
+            return
+        side.fin_sent = True
+        if not shutdown_write(t):
+            t.close()
 
     def _lost(self, side: _Side, exc: Exception | None) -> None:
         if self.closed:
@@ -250,20 +365,16 @@ class Relay:
         if peer is not None and (peer.lost or peer.eof):
             self.close("closed")
             return
-        # one side fully closed: the other side gets what is buffered, then EOF/close
-        if peer is not None and peer.transport is not None:
+        # one side fully closed: the other side gets what is buffered, then a FIN
+        if peer is not None and peer.transport is not None and peer.transport.can_write_eof():
             side.eof = True
             if side.is_client:
                 self.session.client_fin = True
             else:
                 self.session.server_fin = True
-            try:
-                if peer.transport.can_write_eof():
-                    peer.transport.write_eof()
-                    self._arm(self._timeout())
-                    return
-            except (RuntimeError, OSError):
-                pass
+            self._send_fin(peer)
+            self._arm(self._timeout())
+            return
         self.close(f"{who} closed")
 
     def close(self, reason: str = "closed", abort: bool = False) -> None:
@@ -271,9 +382,11 @@ class Relay:
             return
         self.closed = True
         self.reason = reason
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._disarm()
+        for side in (self.client, self.server):
+            if side.fin_timer is not None:
+                side.fin_timer.cancel()
+                side.fin_timer = None
         for side in (self.client, self.server):
             t = side.transport
             if t is not None and not side.lost:

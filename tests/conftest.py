@@ -13,10 +13,26 @@ import uvloop
 
 from adc.appliance import Appliance
 from adc.config.load import load
+from adc.relay import shutdown_write
 
 
 def pytest_asyncio_loop_factories(config, item):
     return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def websockets_without_write_eof():
+    """Test peers built on `websockets` share the appliance's uvloop loop: make them
+    half-close the way the appliance does (see adc.relay.send_websocket_data), so a
+    uvloop bug in write_eof() cannot abort the test process."""
+    from websockets.asyncio.connection import Connection
+
+    from adc.relay import send_websocket_data
+
+    original = Connection.send_data
+    Connection.send_data = send_websocket_data  # type: ignore[method-assign]
+    yield
+    Connection.send_data = original  # type: ignore[method-assign]
 
 
 def free_port() -> int:
@@ -72,7 +88,8 @@ class EchoServer(asyncio.Protocol):
         self.transport.write(data)
 
     def eof_received(self):
-        self.transport.write_eof()
+        if not shutdown_write(self.transport):  # echo the half-close once everything is sent
+            self.transport.close()
         return True
 
 
