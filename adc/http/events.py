@@ -8,6 +8,21 @@ from dataclasses import dataclass, field
 Headers = list[tuple[bytes, bytes]]
 
 
+class HeaderList(list):  # type: ignore[type-arg]
+    """Header fields as received, plus a lower-case name index built on first lookup.
+
+    Parsers produce these; the index (`adc.http.headers.header_index`) makes the
+    several lookups each message needs one pass instead of one pass each. A
+    HeaderList is not mutated after parsing.
+    """
+
+    __slots__ = ("lowered",)
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.lowered: dict[bytes, list[bytes]] | None = None
+
+
 class BodyKind(enum.Enum):
     """How a message body is delimited on the wire."""
 

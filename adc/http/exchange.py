@@ -20,7 +20,7 @@ from typing import Final
 
 from adc.config.model import Profile
 from adc.http.events import Body, BodyKind, EndOfMessage, Event, Malformed, RequestHead, ResponseHead
-from adc.http.headers import add_forwarding, serialize, strip_hop_by_hop, without
+from adc.http.headers import add_forwarding, get_all, serialize, strip_hop_by_hop, without
 from adc.http.parser import RequestParser, ResponseParser
 from adc.http.responses import build_response, reason_phrase
 from adc.http.routing import RouteMatch, Router
@@ -30,6 +30,7 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT",
 
 
 class Phase(enum.Enum):
+    __hash__ = object.__hash__  # identity: Enum's own __hash__ is Python code, run per transition
     READ_HEAD = enum.auto()  # waiting for (the rest of) a request head
     CONNECT = enum.auto()  # a real-server connection is being opened
     FORWARD_REQUEST = enum.auto()  # request body streaming to the server, no answer yet
@@ -457,7 +458,7 @@ class Exchange:
         headers = strip_hop_by_hop(head.headers, keep)
         if req.websocket:
             headers = [(n, b"Upgrade") if n.lower() == b"connection" else (n, v) for n, v in headers]
-        host_values = [v for n, v in head.headers if n.lower() == b"host"]
+        host_values = get_all(head.headers, b"host")
         headers = add_forwarding(
             headers,
             self.client_ip,
@@ -466,6 +467,7 @@ class Exchange:
             x_forwarded_for=self.profile.x_forwarded_for,
             x_forwarded_proto=self.profile.x_forwarded_proto,
             forwarded=self.profile.forwarded,
+            received=head.headers,
         )
         start = b"%s %s HTTP/1.1" % (head.method.encode("ascii"), head.target)
         req.server_head = serialize(start, headers)

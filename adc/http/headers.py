@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from adc.http.events import Headers
+from adc.http.events import HeaderList, Headers
 
 # Always hop-by-hop (RFC 9110 §7.6.1), plus the Proxy-* family checked by prefix.
 HOP_BY_HOP: frozenset[bytes] = frozenset(
@@ -21,9 +21,29 @@ def tokens(value: bytes) -> list[str]:
     return [t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip()]
 
 
-def get_all(headers: Headers, name: bytes) -> list[bytes]:
-    """Every value of `name` (lower case) in order."""
-    return [v for n, v in headers if n.lower() == name]
+_NONE: tuple[bytes, ...] = ()
+
+
+def header_index(headers: Headers) -> dict[bytes, list[bytes]]:
+    """Lower-case name -> values in order; kept on a parser's HeaderList after the first call."""
+    index = getattr(headers, "lowered", None)
+    if index is None:
+        index = {}
+        for name, value in headers:
+            low = name.lower()
+            values = index.get(low)
+            if values is None:
+                index[low] = [value]
+            else:
+                values.append(value)
+        if isinstance(headers, HeaderList):
+            headers.lowered = index
+    return index
+
+
+def get_all(headers: Headers, name: bytes) -> list[bytes] | tuple[bytes, ...]:
+    """Every value of `name` (lower case) in order (do not modify the result)."""
+    return header_index(headers).get(name, _NONE)
 
 
 def get_one(headers: Headers, name: bytes) -> bytes | None:
@@ -44,6 +64,9 @@ def strip_hop_by_hop(headers: Headers, keep: Iterable[bytes] = ()) -> Headers:
     `keep` lists lower-case names to keep even though they are hop-by-hop
     (Upgrade and Connection on a websocket upgrade).
     """
+    index = header_index(headers)
+    if HOP_BY_HOP.isdisjoint(index) and b"\nproxy-" not in b"\n".join((b"", *index)):
+        return list(headers)  # the usual case: nothing to drop
     keep_set = frozenset(keep)
     named = {t.encode("latin-1") for t in connection_tokens(headers)}
     drop = (HOP_BY_HOP | named) - keep_set
@@ -74,16 +97,26 @@ def add_forwarding(
     x_forwarded_for: bool,
     x_forwarded_proto: bool,
     forwarded: bool,
+    received: Headers | None = None,
 ) -> Headers:
-    """Append the client to X-Forwarded-For, set X-Forwarded-Proto, add Forwarded."""
+    """Append the client to X-Forwarded-For, set X-Forwarded-Proto, add Forwarded.
+
+    `headers` is a fresh list (it is extended); `received` are the headers as parsed,
+    whose index tells cheaply whether the fields are there already.
+    """
     out = headers
+    present = header_index(received if received is not None else headers)
     if x_forwarded_for:
-        previous = get_all(out, b"x-forwarded-for")
-        out = without(out, (b"x-forwarded-for",))
-        chain = b", ".join([*previous, client_ip.encode("latin-1")])
-        out.append((b"X-Forwarded-For", chain))
+        ip = client_ip.encode("latin-1")
+        if b"x-forwarded-for" in present:
+            previous = get_all(out, b"x-forwarded-for")
+            out = without(out, (b"x-forwarded-for",))
+            out.append((b"X-Forwarded-For", b", ".join([*previous, ip])))
+        else:
+            out.append((b"X-Forwarded-For", ip))
     if x_forwarded_proto:
-        out = without(out, (b"x-forwarded-proto",))
+        if b"x-forwarded-proto" in present:
+            out = without(out, (b"x-forwarded-proto",))
         out.append((b"X-Forwarded-Proto", scheme.encode("latin-1")))
     if forwarded:
         element = f"for={_forwarded_for(client_ip)};proto={scheme}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import httptools
 
-from adc.http.events import Body, BodyKind, EndOfMessage, Event, Headers, Malformed, RequestHead, ResponseHead
+from adc.http.events import Body, BodyKind, EndOfMessage, Event, HeaderList, Headers, Malformed, RequestHead, ResponseHead
 from adc.http.framing import FramingError, check_host, request_framing, response_framing
 
 MAX_HELD_BYTES = 256 * 1024  # bytes kept after an upgrade request until the answer
@@ -74,7 +74,7 @@ class RequestParser:
     def _fresh(self) -> None:
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
-        self._headers: Headers = []
+        self._headers: Headers = HeaderList()
         self._trailers: Headers = []
         self._in_head = False
         self._head_bytes = 0
@@ -155,7 +155,7 @@ class RequestParser:
     # -- llhttp callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = []
+        self._headers = HeaderList()
         self._trailers = []
         self._in_head = True
         self._head_bytes = 0
@@ -244,7 +244,7 @@ class ResponseParser:
 
     def _fresh(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
-        self._headers: Headers = []
+        self._headers: Headers = HeaderList()
         self._trailers: Headers = []
         self._in_head = False
         self._head_bytes = 0
@@ -353,7 +353,7 @@ class ResponseParser:
 
     # -- llhttp callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self._headers = []
+        self._headers = HeaderList()
         self._trailers = []
         self._reason = b""
         self._in_head = True

@@ -271,3 +271,16 @@ def test_any_chunking_gives_same_messages(client_cuts, server_cuts):
     parts = _split(CLIENT, client_cuts)
     servers = [_split(s, c) for s, c in zip(SERVER, server_cuts)]
     assert _run(parts, servers) == reference
+
+
+def test_strip_hop_by_hop_fast_path_and_proxy_fields():
+    from adc.http.events import HeaderList
+    from adc.http.headers import get_all, strip_hop_by_hop
+
+    plain = HeaderList([(b"Host", b"a"), (b"Accept", b"*/*")])
+    assert strip_hop_by_hop(plain) == [(b"Host", b"a"), (b"Accept", b"*/*")]
+    assert get_all(plain, b"host") == [b"a"]
+    proxied = HeaderList([(b"Host", b"a"), (b"Proxy-Authorization", b"x"), (b"X-Proxy-Id", b"1")])
+    assert strip_hop_by_hop(proxied) == [(b"Host", b"a"), (b"X-Proxy-Id", b"1")]
+    named = HeaderList([(b"Connection", b"close, X-Secret"), (b"x-secret", b"s"), (b"Keep", b"1")])
+    assert strip_hop_by_hop(named) == [(b"Keep", b"1")]
