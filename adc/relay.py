@@ -152,8 +152,10 @@ class _Side(asyncio.Protocol):
         self.eof = True
         if self.out is None:  # before start(): replayed in order by start()
             self.relay._early(self, None)
-            return True
-        return self.relay._half_closed(self)
+        else:
+            self.relay._half_closed(self)
+        # stay open for the other direction; a TLS transport cannot (it closes itself)
+        return self.transport is None or self.transport.get_extra_info("sslcontext") is None
 
     def pause_writing(self) -> None:
         # our outgoing buffer is full: stop reading from the side that fills it
@@ -307,7 +309,8 @@ class Relay:
             half = self.client.eof or self.server.eof
             self.session.vs_counters.timeouts += 1
             self.session.vs_counters.error("timeout")
-            self.close("fin timeout" if half else "idle timeout")
+            # abort: a peer that reads nothing must not hold the session through close()
+            self.close("fin timeout" if half else "idle timeout", abort=True)
         else:
             self._arm(timeout - idle)
 

@@ -32,6 +32,8 @@ class NoServerAvailable(Exception):
 
 
 def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, ValueError):
+        return f"TLS: unusable server name ({exc})"
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return "connect timeout"
     if isinstance(exc, ConnectionRefusedError):
@@ -62,6 +64,7 @@ async def connect_server(
     (for server SSL `sni = "@host"`). Raises `NoServerAvailable`.
     """
     loop = asyncio.get_running_loop()
+    sni_from_request = pool.ssl is not None and getattr(pool.ssl.cfg, "sni", None) == "@host"
     tried: set[str] = set(exclude)
     reasons: list[str] = []
     tls_failure = False
@@ -86,11 +89,19 @@ async def connect_server(
                 transport, protocol = await asyncio.wait_for(coro, profile.timeout_connect)
             else:
                 transport, protocol = await coro
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        except (OSError, asyncio.TimeoutError, ssl.SSLError, ValueError) as exc:
+            # ValueError: a name the TLS layer refuses (IDNA), not the real server's fault
             pool.drop(rs)
             reason = describe_error(exc)
-            is_tls = isinstance(exc, ssl.SSLError)
+            is_tls = isinstance(exc, (ssl.SSLError, ValueError))
             tls_failure = tls_failure or is_tls
+            if is_tls and sni_from_request:
+                # The name checked came from the client's Host: not the real server's
+                # fault, so no passive health verdict and no retry elsewhere (a client
+                # must not be able to mark servers down with a made-up Host).
+                log.warning("pool %s server %s (%s): %s (SNI from the request's Host)", pool.name, rs.name,
+                            rs.address, reason)
+                raise NoServerAvailable(f"pool {pool.name}: {rs.name}: {reason}", True) from None
             rs.counters.connect_failures += 1
             rs.counters.error("tls" if is_tls else "connect")
             pool.counters.connect_failures += 1
@@ -100,8 +111,8 @@ async def connect_server(
             reasons.append(f"{rs.name}: {reason}")
             pool.connect_failed(rs, CheckResult(False, f"live traffic: {reason}", time.monotonic() - started))
             continue
-        except asyncio.CancelledError:
-            pool.drop(rs)
+        except BaseException:
+            pool.drop(rs)  # cancelled, or an error nobody expected: never leak the slot
             raise
         return rs, transport, protocol  # type: ignore[return-value]
     if not reasons:

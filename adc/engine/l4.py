@@ -73,7 +73,12 @@ class L4Accept(asyncio.Protocol):
         relay = self.relay
         assert relay is not None
         vs = self.vs
-        pool = vs.engine.pools[vs.config.pool]  # type: ignore[index]
+        pool = vs.engine.pools.get(vs.config.pool or "")
+        if pool is None:  # removed by a reload while this connection was accepted
+            log.warning("virtual_server %s: client %s closed: pool %s no longer exists", vs.name,
+                        relay.session.client, vs.config.pool)
+            relay.close("no pool", abort=True)
+            return
         relay.session.pool = pool.name
         relay.session.pool_counters = pool.counters
         try:
@@ -84,6 +89,11 @@ class L4Accept(asyncio.Protocol):
             vs.counters.error("no_server")
             log.warning("virtual_server %s: client %s closed: %s", vs.name, relay.session.client, exc.reason)
             relay.close("no server: " + exc.reason, abort=True)
+            return
+        except Exception:  # a bug must cost this session, not leave the client hanging
+            log.exception("virtual_server %s: client %s: connecting to pool %s failed", vs.name,
+                          relay.session.client, pool.name)
+            relay.close("internal error", abort=True)
             return
         self.server = rs
         relay.session.server = rs.name

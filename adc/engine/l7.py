@@ -151,6 +151,7 @@ class IdleConnections:
 
 
 IDLE_SWEEP_MIN_SECONDS = 0.05
+CLOSE_LINGER_SECONDS = 30.0  # a closing client that reads nothing is aborted after this (timeout_client if set)
 _NO_ACTIONS: "collections.deque[Action]" = collections.deque(maxlen=0)  # a tunnel runs no actions
 _NO_WRITES: Any = ()  # actions stop at the tunnel; an append after it would fail loudly
 
@@ -335,7 +336,8 @@ class ClientProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self.exchange is not None and not self.closed:
             self._run(self.exchange.client_eof())
-        return True  # keep writing the response; CloseClient closes
+        # keep writing the response (CloseClient closes); TLS cannot stay half-open
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.relay is not None:
@@ -347,15 +349,19 @@ class ClientProtocol(asyncio.Protocol):
         self._cleanup()
 
     def pause_writing(self) -> None:
-        # the client does not read fast enough: stop reading the real server
+        # the client does not read fast enough: stop reading the real server, and the
+        # client too (answers the appliance makes itself must not pile up either)
         self.writing_paused = True
         if self.server is not None:
             self.server.set_reading(False)
+        self._sync_reading()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
         if self.server is not None:
             self.server.set_reading(True)
+        self._sync_reading()
+        self._proceed()
 
     # -- called by ServerProtocol -------------------------------------------------------------
     def server_data(self, data: bytes) -> None:
@@ -391,6 +397,15 @@ class ClientProtocol(asyncio.Protocol):
         finally:
             self.running = False
         self._arm()
+        ex = self.exchange
+        if ex is not None and ex.stalled and not self.writing_paused and not self.closed:
+            self.loop.call_soon(self._proceed)
+
+    def _proceed(self) -> None:
+        """Pipelined requests held back by the exchange: go on while the client keeps up."""
+        ex = self.exchange
+        if ex is not None and ex.stalled and not self.writing_paused and not self.closed and not self.running:
+            self._run(ex.proceed())
 
     def _flush_writes(self) -> None:
         """Write what the last actions produced: one system call per side, not one per action."""
@@ -441,6 +456,11 @@ class ClientProtocol(asyncio.Protocol):
             self.closed = True
             if t is not None:
                 t.close()
+                if t.get_write_buffer_size():
+                    # close() waits for the buffer to drain: a client that never reads
+                    # must not keep the connection (and its buffer) forever
+                    linger = self.profile.timeout_client or CLOSE_LINGER_SECONDS
+                    self.loop.call_later(linger, t.abort)
         elif isinstance(action, StartTunnel):
             self._flush_writes()
             self._start_tunnel(action)
@@ -454,7 +474,7 @@ class ClientProtocol(asyncio.Protocol):
         if t is None or self.closed or self.relay is not None:
             return
         try:
-            if self.hold or self.backpressure:
+            if self.hold or self.backpressure or self.writing_paused:
                 t.pause_reading()
             else:
                 t.resume_reading()
@@ -487,7 +507,11 @@ class ClientProtocol(asyncio.Protocol):
         )
 
     def _open_server(self, action: OpenServer) -> None:
-        pool = self.engine.pools[action.pool]
+        pool = self.engine.pools.get(action.pool)
+        if pool is None:  # removed by a reload while this connection was open
+            assert self.exchange is not None
+            self._run(self.exchange.server_failed(f"pool {action.pool} no longer exists", 503))
+            return
         ctx = self._pick_context(action)
         first = None
         if not action.retry:
@@ -513,6 +537,12 @@ class ClientProtocol(asyncio.Protocol):
                 return
             log.warning("virtual_server %s: %s: %s", self.vs.name, self.client, exc.reason)
             self._run(self.exchange.server_failed(exc.reason, 502 if exc.tls_failure else 503))
+            return
+        except Exception as exc:  # a bug must cost this request, not hang the client
+            self.open_task = None
+            log.exception("virtual_server %s: %s: connecting to pool %s failed", self.vs.name, self.client, pool.name)
+            if not self.closed and self.exchange is not None and self.exchange.phase is Phase.CONNECT:
+                self._run(self.exchange.server_failed(f"internal error: {exc.__class__.__name__}", 502))
             return
         self.open_task = None
         conn.rs = rs
@@ -578,6 +608,10 @@ class ClientProtocol(asyncio.Protocol):
             self.head_started = None
             return ("client", self.client_activity + p.timeout_client) if p.timeout_client else None
         if phase in _WAITING_SERVER:
+            if self.writing_paused:  # the client is the one not reading
+                if not p.timeout_client:
+                    return None
+                return "client", max(self.server_activity, self.client_activity) + p.timeout_client
             if not p.timeout_server:
                 return None
             return "server", max(self.server_activity, self.client_activity) + p.timeout_server

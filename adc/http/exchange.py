@@ -27,6 +27,7 @@ from adc.http.routing import RouteMatch, Router
 from adc.http.upgrade import asks_upgrade, asks_websocket, check_websocket_request, may_tunnel
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+MAX_REQUESTS_PER_BATCH: Final = 32  # pipelined requests started per input before proceed()
 
 
 class Phase(enum.Enum):
@@ -185,7 +186,7 @@ class Exchange:
 
     __slots__ = (
         "profile", "router", "client_ip", "scheme", "phase", "_parser", "_rparser", "_queue",
-        "_req", "_paused", "_client_eof", "_server_reused", "_out",
+        "_req", "_paused", "_client_eof", "_server_reused", "_out", "stalled",
     )
 
     def __init__(self, profile: Profile, router: Router, client_ip: str, scheme: str = "http") -> None:
@@ -202,6 +203,7 @@ class Exchange:
         self._client_eof = False
         self._server_reused = False
         self._out: list[Action] = []
+        self.stalled = False  # pipelined requests wait for proceed()
 
     # -- state ---------------------------------------------------------------------------------
     def _enter(self, new: Phase) -> None:
@@ -238,6 +240,14 @@ class Exchange:
         req.server_byte_seen = True
         for event in self._rparser.receive_data(data):
             if self.phase in (Phase.TUNNEL, Phase.CLOSING):
+                break
+            if self._req is not req:
+                # The response already ended: more from this server (a second response,
+                # junk after a 204...) means it cannot be trusted with another request.
+                for action in self._out:
+                    if isinstance(action, ReleaseServer):
+                        action.reusable = False
+                self._out.append(Count("response_framing_violation"))
                 break
             self._on_server_event(req, event)
         self._pump()
@@ -278,7 +288,7 @@ class Exchange:
         """The real-server connection ended (EOF or error)."""
         req = self._req
         if req is None or self.phase in (Phase.TUNNEL, Phase.CLOSING, Phase.READ_HEAD, Phase.CONNECT):
-            return []
+            return self._flush()
         for event in self._rparser.eof():
             self._on_server_event(req, event)
         if self._req is req and self.phase not in (Phase.TUNNEL, Phase.CLOSING, Phase.READ_HEAD):
@@ -360,13 +370,29 @@ class Exchange:
         return self._flush()
 
     # -- client side ---------------------------------------------------------------------------
+    def proceed(self) -> list[Action]:
+        """Go on with pipelined requests held back by the per-batch limit (see `stalled`)."""
+        if self.stalled and self.phase not in (Phase.TUNNEL, Phase.CLOSING):
+            self.stalled = False
+            self._pump()
+        return self._flush()
+
     def _pump(self) -> None:
+        started = 0
         while self._queue and self.phase not in (Phase.TUNNEL, Phase.CLOSING):
             event = self._queue[0]
             req = self._req
             if isinstance(event, RequestHead):
                 if req is not None or self.phase is not Phase.READ_HEAD:
                     break
+                if started >= MAX_REQUESTS_PER_BATCH:
+                    # Answers the appliance makes itself (routes with respond, 404) come
+                    # out at once: bound how many one read can produce, so a client that
+                    # pipelines and never reads costs bounded memory. The driver calls
+                    # proceed() once the client has taken what was written.
+                    self.stalled = True
+                    break
+                started += 1
                 self._queue.popleft()
                 self._start_request(event)
             elif isinstance(event, Malformed):
@@ -626,7 +652,7 @@ class Exchange:
         if close is None:
             close = req is None or not req.head.keep_alive or req.head.body is not BodyKind.NONE or self._client_eof
         head_only = req is not None and req.head.method == "HEAD"
-        data = build_response(status, close=close, detail=reason if status >= 400 else "", head_only=head_only)
+        data = build_response(status, close=close, detail=reason if 400 <= status < 500 else "", head_only=head_only)  # 5xx details stay in the log
         facts = req.facts if req is not None else AccessFacts()
         facts.status = status
         facts.reason = reason

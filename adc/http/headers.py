@@ -16,6 +16,9 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 )
 
 
+NEVER_HOP_BY_HOP: frozenset[bytes] = frozenset({b"content-length", b"transfer-encoding", b"host"})
+
+
 def tokens(value: bytes) -> list[str]:
     """A comma-separated token list, lower case, empty members dropped."""
     return [t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip()]
@@ -68,7 +71,10 @@ def strip_hop_by_hop(headers: Headers, keep: Iterable[bytes] = ()) -> Headers:
     if HOP_BY_HOP.isdisjoint(index) and b"\nproxy-" not in b"\n".join((b"", *index)):
         return list(headers)  # the usual case: nothing to drop
     keep_set = frozenset(keep)
-    named = {t.encode("latin-1") for t in connection_tokens(headers)}
+    # A Connection header may name end-to-end fields; never the ones that frame or
+    # route the message: dropping Content-Length or Transfer-Encoding would make the
+    # real server read the body as another request (smuggling).
+    named = {t.encode("latin-1") for t in connection_tokens(headers)} - NEVER_HOP_BY_HOP
     drop = (HOP_BY_HOP | named) - keep_set
     out: Headers = []
     for name, value in headers:

@@ -44,12 +44,21 @@ def _split_target(target: bytes) -> str:
     return path.decode("latin-1")
 
 
+def _host_only(value: bytes) -> str:
+    """A Host value (or authority) without its port, lower case."""
+    h = value.decode("latin-1").strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        return h[1:end] if end > 0 else h
+    return h.rsplit(":", 1)[0] if ":" in h else h
+
+
 class RequestParser:
     """Client bytes in, request events out."""
 
     __slots__ = (
         "_parser", "_events", "_url", "_headers", "_trailers", "_in_head", "_head_bytes",
-        "_header_bytes", "_dead", "_held", "_held_size", "upgrade_held",
+        "_header_bytes", "_dead", "_held", "_held_size", "upgrade_held", "_begun", "_completed",
         "max_request_line", "max_header_bytes", "max_headers", "max_held_bytes",
     )
 
@@ -69,6 +78,8 @@ class RequestParser:
         self._held: list[bytes] = []
         self._held_size = 0
         self.upgrade_held = False
+        self._begun = 0  # request heads begun so far
+        self._completed = 0  # requests completed so far
         self._fresh()
 
     def _fresh(self) -> None:
@@ -123,6 +134,7 @@ class RequestParser:
         self._events.append(Malformed(status, reason))
 
     def _feed(self, data: bytes) -> None:
+        begun, completed = self._begun, self._completed
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -146,7 +158,13 @@ class RequestParser:
             self._fail(400, str(exc) or "malformed request")
         else:
             if self._in_head:
-                self._head_bytes += len(data)
+                # Bytes of a head still incomplete: count the whole chunk when it holds
+                # nothing but this head (it began earlier, or began this chunk with no
+                # earlier message ending in it); a chunk that also ends pipelined requests
+                # is bounded by the read size. llhttp buffers an unfinished header line,
+                # so this is what bounds it.
+                if self._begun == begun or (self._begun == begun + 1 and self._completed == completed):
+                    self._head_bytes += len(data)
                 if self._head_bytes > self.max_header_bytes:
                     self._fail(431, "request head too large")
                 elif len(self._url) > self.max_request_line:
@@ -154,6 +172,7 @@ class RequestParser:
 
     # -- llhttp callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._begun += 1
         self._url = b""
         self._headers = HeaderList()
         self._trailers = []
@@ -196,8 +215,13 @@ class RequestParser:
             raise _Stop(405, "CONNECT is not supported")
         host_name = ""
         if host:
-            h = host.decode("latin-1").lower()
-            host_name = h[1 : h.index("]")] if h.startswith("[") else h.rsplit(":", 1)[0] if ":" in h else h
+            host_name = _host_only(host)
+        if self._url[:8].lower().startswith((b"http://", b"https://")):
+            # absolute-form: a real server must use this authority and ignore Host
+            # (RFC 9112 §3.2.2), so routes must see the same name, or the request is refused
+            authority = self._url.split(b"//", 1)[1].split(b"/", 1)[0].split(b"?", 1)[0].rsplit(b"@", 1)[-1]
+            if not authority or _host_only(authority) != host_name:
+                raise _Stop(400, "Host does not match the request target")
         self._events.append(
             RequestHead(
                 method=method,
@@ -216,6 +240,7 @@ class RequestParser:
         self._events.append(Body(body))
 
     def on_message_complete(self) -> None:
+        self._completed += 1
         self._events.append(EndOfMessage(self._trailers))
         self._trailers = []
 

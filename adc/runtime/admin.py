@@ -311,39 +311,44 @@ class AdminServer:
         assert task is not None
         self._clients.add(task)
         parser = _Parser()
+        loop = asyncio.get_running_loop()
         try:
             while True:
+                # one deadline per request (not per read): a client trickling bytes cannot hold a slot
+                deadline = loop.time() + IDLE_TIMEOUT
                 try:
-                    data = await asyncio.wait_for(reader.read(65536), IDLE_TIMEOUT)
+                    while not parser.done:
+                        data = await asyncio.wait_for(reader.read(65536), max(0.0, deadline - loop.time()))
+                        if not data:
+                            break
+                        parser.feed(data)
                 except (asyncio.TimeoutError, TimeoutError):
                     break
-                if not data:
-                    break
-                try:
-                    parser.feed(data)
                 except HTTPError as exc:
                     log.warning("admin: %s: %s", exc.status, exc.message)
                     writer.write(Response.json(exc.status, {"error": exc.message}).encode(False))
-                    await writer.drain()
+                    await asyncio.wait_for(writer.drain(), IDLE_TIMEOUT)
                     break
+                if not parser.done:
+                    break  # the client closed
                 keep = True
                 while parser.done:
                     req = parser.done.pop(0)
                     resp = await self.handle(req)
                     keep = req.keep_alive
                     writer.write(resp.encode(keep))
-                    await writer.drain()
+                    await asyncio.wait_for(writer.drain(), IDLE_TIMEOUT)  # a client that never reads
                     if not keep:
                         break
                 if not keep:
                     break
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, asyncio.TimeoutError, TimeoutError):
             pass
         except asyncio.CancelledError:
             pass
         finally:
             self._clients.discard(task)
-            writer.close()
+            writer.transport.abort() if writer.transport.get_write_buffer_size() else writer.close()
 
     async def handle(self, req: Request) -> Response:
         try:

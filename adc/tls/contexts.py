@@ -381,7 +381,9 @@ def _host_name(host: str | None) -> str | None:
             return str(ipaddress.IPv6Address(h))
         except ValueError:
             return None
-    return h if _HOSTNAME.fullmatch(h) else None
+    if not _HOSTNAME.fullmatch(h) or not all(0 < len(label) <= 63 for label in h.split(".")):
+        return None  # an empty or over-long label would make the TLS layer raise later
+    return h
 
 
 class ServerTLS:

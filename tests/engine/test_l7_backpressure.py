@@ -102,3 +102,43 @@ buffer_bytes = "64KiB"
     assert client.head.startswith(b"HTTP/1.1 200 OK")
     transport.close()
     backend.close()
+
+
+async def test_answers_made_by_the_appliance_do_not_pile_up_for_a_client_that_never_reads(appliance_factory):
+    import socket as socketlib
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    app = await appliance_factory(f"""
+        [virtual_server.deny]
+        listen = "127.0.0.1:{port}"
+        profile = "small"
+        routes = [ {{ path_prefix = "/", respond = 403 }} ]
+        [profile.small]
+        type = "http"
+        buffer_bytes = "16KiB"
+    """)
+    client = socketlib.socket()
+    client.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", port))
+    client.setblocking(False)
+    loop = asyncio.get_running_loop()
+    request = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+    sent = 0
+    deadline = loop.time() + 5
+    while sent < 4 << 20 and loop.time() < deadline:  # pipeline up to 4 MiB of requests, never read
+        try:
+            sent += client.send(request * 256)
+        except BlockingIOError:
+            await asyncio.sleep(0.05)
+            if loop.time() > deadline - 4:
+                break
+    await asyncio.sleep(0.3)
+    conns = list(app.engine.virtual_servers["deny"].connections)
+    assert len(conns) == 1
+    transport = conns[0].transport
+    assert transport.get_write_buffer_size() <= 16 * 1024 + 64 * 1024  # high water + one batch of answers
+    assert not transport.is_reading()  # the appliance stopped reading the client
+    assert sent > 0
+    client.close()

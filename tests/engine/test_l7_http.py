@@ -214,3 +214,21 @@ async def test_idle_server_connections_expire_after_timeout_server_idle(applianc
     assert (await read_response(reader))[0] == 200
     assert web.connections == 2
     writer.close()
+
+
+async def test_many_pipelined_requests_are_all_answered_in_order(appliance_factory, http_backends):
+    web = await http_backends("web")
+    port = free_port()
+    await appliance_factory(config(port, {"web": [web.port]}, routes='{ path_prefix = "/deny", respond = 403 }'))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    burst = b"".join(
+        (b"GET /deny/%d HTTP/1.1\r\nHost: a\r\n\r\n" if i % 3 else b"GET /ok/%d HTTP/1.1\r\nHost: a\r\n\r\n") % i
+        for i in range(100)
+    )
+    writer.write(burst)  # more than one batch of answers made by the appliance, mixed with proxied ones
+    for i in range(100):
+        status, _, body = await read_response(reader)
+        assert status == (403 if i % 3 else 200), i
+        if status == 200:
+            assert body == b"web GET /ok/%d 0" % i
+    writer.close()

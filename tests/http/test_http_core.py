@@ -284,3 +284,24 @@ def test_strip_hop_by_hop_fast_path_and_proxy_fields():
     assert strip_hop_by_hop(proxied) == [(b"Host", b"a"), (b"X-Proxy-Id", b"1")]
     named = HeaderList([(b"Connection", b"close, X-Secret"), (b"x-secret", b"s"), (b"Keep", b"1")])
     assert strip_hop_by_hop(named) == [(b"Keep", b"1")]
+
+
+def test_connection_cannot_remove_framing_or_host():
+    from adc.http.events import HeaderList
+    from adc.http.headers import strip_hop_by_hop
+
+    smuggle = HeaderList([
+        (b"Host", b"a"), (b"Connection", b"keep-alive, content-length, transfer-encoding, host"),
+        (b"Content-Length", b"32"),
+    ])
+    assert strip_hop_by_hop(smuggle) == [(b"Host", b"a"), (b"Content-Length", b"32")]
+
+
+def test_absolute_form_target_must_match_host():
+    from adc.http.events import Malformed, RequestHead
+    from adc.http.parser import RequestParser
+
+    ok = RequestParser().receive_data(b"GET http://Good.example:80/x?y HTTP/1.1\r\nHost: good.example\r\n\r\n")
+    assert isinstance(ok[0], RequestHead) and ok[0].path == "/x" and ok[0].host == "good.example"
+    bad = RequestParser().receive_data(b"GET http://admin.example/ HTTP/1.1\r\nHost: public.example\r\n\r\n")
+    assert isinstance(bad[0], Malformed) and bad[0].status == 400

@@ -488,3 +488,16 @@ def test_chunked_body_over_max_body_bytes_is_413_as_it_arrives():
     actions = ex.receive_client(b"8\r\n01234567\r\n8\r\n89abcdef\r\n")
     assert [a.status for a in actions if type(a).__name__ == "Respond"] == [413]
     assert kinds(actions)[-1] == "CloseClient"
+
+
+def test_bytes_after_a_complete_response_make_the_server_connection_unreusable():
+    ex = make()
+    _connect(ex)
+    actions = ex.receive_server(
+        b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    )
+    releases = [a for a in actions if isinstance(a, ReleaseServer)]
+    assert [r.reusable for r in releases] == [False]
+    assert [a.facts.status for a in actions if isinstance(a, RequestDone)] == [204]
+    assert Count("response_framing_violation") in actions
+    assert ex.phase is Phase.READ_HEAD
