@@ -109,11 +109,12 @@ def send_websocket_data(connection: object) -> None:
     twice and aborts the process. Servers and clients built on `websockets` inside the
     appliance's process (the demo real servers) use this instead.
     """
+    transport = connection.transport  # type: ignore[attr-defined]
     for data in connection.protocol.data_to_send():  # type: ignore[attr-defined]
         if data:
-            connection.transport.write(data)  # type: ignore[attr-defined]
-        else:
-            shutdown_write(connection.transport)  # type: ignore[attr-defined]
+            transport.write(data)
+        elif not shutdown_write(transport):
+            transport.close()  # TLS (or bytes still queued): close once flushed, as websockets does
 
 
 class _Side(asyncio.Protocol):
