@@ -207,6 +207,9 @@ class ServerProtocol(asyncio.Protocol):
         if owner is None:  # bytes on an idle connection: it cannot be trusted any more
             self._drop_idle()
             return
+        self.pool.counters.bytes_out += len(data)
+        if self.rs is not None:
+            self.rs.counters.bytes_out += len(data)
         owner.server_data(data)
 
     def eof_received(self) -> bool:
@@ -326,6 +329,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.client_activity = self.loop.time()
+        self.vs.counters.bytes_in += len(data)
         ex = self.exchange
         assert ex is not None
         if ex.phase is Phase.READ_HEAD and self.head_started is None:
@@ -414,16 +418,23 @@ class ClientProtocol(asyncio.Protocol):
             server = self.server
             assert server is not None and server.transport is not None
             if len(data) == 1:
+                n = len(data[0])
                 server.transport.write(data[0])
             else:
+                n = sum(map(len, data))
                 server.transport.writelines(data)
+            server.pool.counters.bytes_in += n  # bytes as sent, heads included
+            if server.rs is not None:
+                server.rs.counters.bytes_in += n
         if self.to_client:
             data, self.to_client = self.to_client, []
             t = self.transport
             if t is not None and not t.is_closing():
                 if len(data) == 1:
+                    self.vs.counters.bytes_out += len(data[0])
                     t.write(data[0])
                 else:
+                    self.vs.counters.bytes_out += sum(map(len, data))
                     t.writelines(data)
 
     def _execute(self, action: Action) -> None:
@@ -722,16 +733,12 @@ class ClientProtocol(asyncio.Protocol):
         self.request_server = None
         vs.counters.requests += 1
         vs.counters.count_response(facts.status)
-        vs.counters.bytes_in += facts.bytes_in
-        vs.counters.bytes_out += facts.bytes_out
         server_name = None
         if conn is not None and conn.rs is not None:
             server_name = conn.rs.name
             for c in (conn.pool.counters, conn.rs.counters):
                 c.requests += 1
                 c.count_response(facts.status)
-                c.bytes_in += facts.bytes_in
-                c.bytes_out += facts.bytes_out
         if facts.upgrade == "tunnel":
             self.tunnel_facts = facts
         elif facts.upgrade == "declined":

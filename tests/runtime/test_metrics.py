@@ -117,16 +117,25 @@ async def test_metrics_count_http_requests_and_responses(harness):
         servers = [{{ name = "w1", address = "127.0.0.1:{backend.port}" }}]
         """)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        sent = received = 0
         for path in ("/a", "/b", "/c", "/missing"):
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            writer.write(request)
+            sent += len(request)
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
             await reader.readexactly(length)
+            received += len(head) + length
         writer.close()
         code, text = await harness.client().get("/metrics")
         t = samples(text)
         assert metric(t, "adc_virtual_server_requests_total", virtual_server="web") == 4
         assert metric(t, "adc_virtual_server_responses_total", virtual_server="web", **{"class": "2xx"}) == 3
         assert metric(t, "adc_virtual_server_responses_total", virtual_server="web", **{"class": "4xx"}) == 1
+        # bytes as they crossed the wire, heads included
+        assert metric(t, "adc_virtual_server_bytes_in_total", virtual_server="web") == sent
+        assert metric(t, "adc_virtual_server_bytes_out_total", virtual_server="web") == received
+        assert metric(t, "adc_server_requests_total", pool="web", server="w1") == 4
+        assert metric(t, "adc_server_bytes_in_total", pool="web", server="w1") > sent  # plus X-Forwarded-*
     finally:
         backend.stop()
