@@ -39,6 +39,32 @@ def https_profile(pki, extra: str = "", certs: str | None = None) -> str:
     """
 
 
+def one_vs(port: int, backend_port: int, *, profile: str = "tls", server: str = "c1", server_ssl_ca=None,
+           extra: str = "") -> str:
+    """One virtual server in front of one real server, optionally with a verifying server SSL profile."""
+    ssl_lines = ""
+    if server_ssl_ca is not None:
+        ssl_lines = f'server_ssl = "internal"\n[server_ssl.internal]\nca = "{server_ssl_ca}"\nsni = "localhost"\n'
+    head, _, tail = ssl_lines.partition("\n")
+    return f"""
+[virtual_server.vs]
+listen = "127.0.0.1:{port}"
+profile = "{profile}"
+pool = "p"
+[pool.p]
+{head}
+servers = [{{ name = "{server}", address = "127.0.0.1:{backend_port}" }}]
+{tail}
+{extra}
+"""
+
+
+def server_context(pair) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*map(str, pair))
+    return ctx
+
+
 async def echo_ws_server(ssl_ctx=None):
     async def echo(ws):
         async for m in ws:
@@ -75,15 +101,7 @@ async def https_get(port: int, ctx: ssl.SSLContext, path: str = "/", host: str =
 async def test_wss_to_plain_ws_real_server_is_byte_exact(appliance_factory, pki):
     server, bport = await echo_ws_server()
     port = free_port()
-    await appliance_factory(f"""
-        [virtual_server.wss]
-        listen = "127.0.0.1:{port}"
-        profile = "tls"
-        pool = "chat"
-        [pool.chat]
-        servers = [{{ name = "c1", address = "127.0.0.1:{bport}" }}]
-        {https_profile(pki)}
-    """)
+    await appliance_factory(one_vs(port, bport, extra=https_profile(pki)))
     async with connect(f"wss://localhost:{port}/ws", ssl=client_ctx(pki), max_size=None) as ws:
         for size in (1, 125, 126, 65535, 65536, 300_000):
             payload = os.urandom(size)
@@ -95,23 +113,9 @@ async def test_wss_to_plain_ws_real_server_is_byte_exact(appliance_factory, pki)
 
 
 async def test_wss_to_tls_real_server_with_verification(appliance_factory, pki):
-    backend_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    backend_ctx.load_cert_chain(*map(str, pki.server))
-    server, bport = await echo_ws_server(backend_ctx)
+    server, bport = await echo_ws_server(server_context(pki.server))
     port = free_port()
-    await appliance_factory(f"""
-        [virtual_server.wss]
-        listen = "127.0.0.1:{port}"
-        profile = "tls"
-        pool = "chat"
-        [pool.chat]
-        server_ssl = "internal"
-        servers = [{{ name = "c1", address = "127.0.0.1:{bport}" }}]
-        [server_ssl.internal]
-        ca = "{pki.ca}"
-        sni = "localhost"
-        {https_profile(pki)}
-    """)
+    await appliance_factory(one_vs(port, bport, server_ssl_ca=pki.ca, extra=https_profile(pki)))
     async with connect(f"wss://localhost:{port}/ws", ssl=client_ctx(pki), max_size=None) as ws:
         for _ in range(20):
             payload = os.urandom(4096)
@@ -121,22 +125,9 @@ async def test_wss_to_tls_real_server_with_verification(appliance_factory, pki):
 
 
 async def test_untrusted_real_server_certificate_is_502_with_reason(appliance_factory, pki, caplog):
-    backend_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    backend_ctx.load_cert_chain(*map(str, pki.rogue_server))
-    server, bport = await echo_ws_server(backend_ctx)
+    server, bport = await echo_ws_server(server_context(pki.rogue_server))
     port = free_port()
-    await appliance_factory(f"""
-        [virtual_server.web]
-        listen = "127.0.0.1:{port}"
-        profile = "http"
-        pool = "p"
-        [pool.p]
-        server_ssl = "internal"
-        servers = [{{ name = "rogue", address = "127.0.0.1:{bport}" }}]
-        [server_ssl.internal]
-        ca = "{pki.ca}"
-        sni = "localhost"
-    """)
+    await appliance_factory(one_vs(port, bport, profile="http", server="rogue", server_ssl_ca=pki.ca))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -146,7 +137,7 @@ async def test_untrusted_real_server_certificate_is_502_with_reason(appliance_fa
     server.close()
 
 
-async def test_layer4_pool_with_server_ssl(appliance_factory, pki, caplog):
+async def test_layer4_pool_with_server_ssl(appliance_factory, pki):
     class Echo(asyncio.Protocol):
         def connection_made(self, t):
             self.t = t
@@ -154,23 +145,10 @@ async def test_layer4_pool_with_server_ssl(appliance_factory, pki, caplog):
         def data_received(self, d):
             self.t.write(d)
 
-    good = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    good.load_cert_chain(*map(str, pki.server))
     loop = asyncio.get_running_loop()
-    s1 = await loop.create_server(Echo, "127.0.0.1", 0, ssl=good)
+    s1 = await loop.create_server(Echo, "127.0.0.1", 0, ssl=server_context(pki.server))
     port, bport = free_port(), s1.sockets[0].getsockname()[1]
-    await appliance_factory(f"""
-        [virtual_server.l4]
-        listen = "127.0.0.1:{port}"
-        profile = "tcp"
-        pool = "p"
-        [pool.p]
-        server_ssl = "internal"
-        servers = [{{ name = "tls1", address = "127.0.0.1:{bport}" }}]
-        [server_ssl.internal]
-        ca = "{pki.ca}"
-        sni = "localhost"
-    """)
+    await appliance_factory(one_vs(port, bport, profile="tcp", server="tls1", server_ssl_ca=pki.ca))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"plain in, TLS out")
     assert await asyncio.wait_for(reader.readexactly(17), 10) == b"plain in, TLS out"
