@@ -37,6 +37,16 @@ class VirtualServerRuntime:
         self.connections: set[Closable] = set()
         self.stopping = False
         self.client_ssl: Any = None  # ssl.SSLContext for https
+        self._router: tuple[VirtualServer, Any] | None = None
+
+    def router(self) -> Any:
+        """The Layer-7 router of the current configuration (rebuilt when a reload swaps it)."""
+        cached = self._router
+        if cached is None or cached[0] is not self.config:
+            from adc.http.routing import Router
+
+            cached = self._router = (self.config, Router(self.config.routes, self.config.pool))
+        return cached[1]
 
     def factory(self) -> asyncio.BaseProtocol:
         if self.profile.type is ProfileType.TCP:

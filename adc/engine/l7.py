@@ -45,7 +45,6 @@ from adc.http.exchange import (
     StartTunnel,
 )
 from adc.http.headers import get_one
-from adc.http.routing import Router
 from adc.pools.balancers import PickContext
 from adc.relay import Relay
 from adc.runtime.stats import Session
@@ -323,7 +322,7 @@ class ClientProtocol(asyncio.Protocol):
         vs.connections.add(self)
         self.client_ip, self.client = peer_text(transport)
         scheme = "https" if self.profile.type is ProfileType.HTTPS else "http"
-        self.exchange = Exchange(self.profile, Router(vs.config.routes, vs.config.pool), self.client_ip, scheme)
+        self.exchange = Exchange(self.profile, vs.router(), self.client_ip, scheme)
         self.transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)
         self._arm()
 
@@ -493,9 +492,11 @@ class ClientProtocol(asyncio.Protocol):
             pass
 
     # -- real-server connections ------------------------------------------------------------------
-    def _pick_context(self, action: OpenServer) -> PickContext:
+    def _pick_context(self, action: OpenServer, pool: "PoolRuntime") -> PickContext:
         request = action.request
         headers = request.headers
+        if not pool.reads_request:  # round-robin, least-conn...: no header or cookie lookups
+            return PickContext(client_ip=self.client_ip, uri=request.target.decode("latin-1"), host=request.host)
 
         def header(name: str) -> str | None:
             value = get_one(headers, name.lower().encode("latin-1"))
@@ -523,7 +524,7 @@ class ClientProtocol(asyncio.Protocol):
             assert self.exchange is not None
             self._run(self.exchange.server_failed(f"pool {action.pool} no longer exists", 503))
             return
-        ctx = self._pick_context(action)
+        ctx = self._pick_context(action, pool)
         first = None
         if not action.retry:
             first = pool.pick(ctx)

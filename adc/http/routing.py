@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from adc.config.model import Route
 
@@ -14,8 +14,11 @@ class RouteMatch:
     route: Route | None  # None = the virtual server's default pool
     pool: str | None
     respond: int | None = None
+    label: str = field(default="", compare=False)  # describe(), computed once per route
 
     def describe(self) -> str:
+        if self.label:
+            return self.label
         return self.route.describe() if self.route is not None else "default"
 
 
@@ -45,17 +48,20 @@ def route_matches(route: Route, host: str, method: str, path: str) -> bool:
 class Router:
     """The routes of one virtual server plus its default pool."""
 
-    __slots__ = ("routes", "default_pool")
+    __slots__ = ("routes", "default_pool", "_matches", "_default")
 
     def __init__(self, routes: tuple[Route, ...], default_pool: str | None) -> None:
         self.routes = routes
         self.default_pool = default_pool
+        # the answers are values: build them once, not per request
+        self._matches = [(r, RouteMatch(r, r.pool, r.respond, r.describe())) for r in routes]
+        self._default = (
+            RouteMatch(None, None, 404, "default") if default_pool is None else RouteMatch(None, default_pool, None, "default")
+        )
 
     def match(self, host: str, method: str, path: str) -> RouteMatch:
         """`host` lower case without port; `path` without the query."""
-        for route in self.routes:
+        for route, found in self._matches:
             if route_matches(route, host, method, path):
-                return RouteMatch(route, route.pool, route.respond)
-        if self.default_pool is None:
-            return RouteMatch(None, None, 404)
-        return RouteMatch(None, self.default_pool)
+                return found
+        return self._default

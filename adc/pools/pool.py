@@ -142,6 +142,10 @@ class PoolRuntime:
         self.primary: Balancer = make_balancer(config, [s for s in self.servers.values() if not s.backup])
         self.backup: Balancer = make_balancer(config, [s for s in self.servers.values() if s.backup])
         self.ssl: Any = None  # server-side TLS connector, set by the engine when server_ssl is configured
+        # whether a pick looks at request headers or cookies (Layer 7 then offers them)
+        self.reads_request = (config.persistence is not None and config.persistence.type == "cookie") or (
+            config.method == "maglev" and config.hash_on.startswith(("header:", "cookie:"))
+        )
         # called with (server, result) when live traffic fails to connect; the health monitor hooks in here
         self.on_connect_failure: Callable[[RealServerRuntime, CheckResult], None] | None = None
         self._ramping: set[RealServerRuntime] = set()
