@@ -40,6 +40,11 @@ def _load_or_report(path: str):
         for line in errors:
             print(line, file=sys.stderr)
         print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
+        from adc.tls.devcerts import missing_dev_files
+
+        if missing_dev_files(config):
+            print("hint: `adc certs init` (or `adc run`) makes the development certificates in certs/",
+                  file=sys.stderr)
         return None
     return config
 

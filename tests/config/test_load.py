@@ -234,3 +234,22 @@ def test_adc_check_exit_codes(write_config, capsys):
     assert main(["check", str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{bad}: virtual_server.web.pool: unknown pool 'nope' (known: chat, web)" in err
+
+
+def test_check_hints_at_dev_certificates_when_only_they_are_missing(write_config, capsys):
+    path = write_config(
+        """
+        [appliance]
+        admin = "off"
+        [virtual_server.s]
+        listen = "127.0.0.1:8443"
+        profile = "https"
+        pool = "p"
+        [pool.p]
+        servers = [{ name = "a", address = "127.0.0.1:9001" }]
+        """
+    )
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: profile.https.client_ssl.certificates[0]: " in err and "adc.pem: no such file" in err
+    assert "hint: `adc certs init` (or `adc run`) makes the development certificates in certs/" in err
