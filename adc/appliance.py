@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 from adc.config.load import ConfigError, load
@@ -43,10 +42,6 @@ class Appliance:
         self.stopped = asyncio.Event()
         self._stopping = False
         self._reload_lock = asyncio.Lock()
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "Appliance":
-        return cls(load(path))
 
     @property
     def admin_address(self) -> str | None:

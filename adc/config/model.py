@@ -215,9 +215,6 @@ class Config:
     server_ssl: dict[str, ServerSSL] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
-    def profile_of(self, vs: VirtualServer) -> Profile:
-        return self.profiles[vs.profile]
-
     @property
     def base_dir(self) -> Path:
         return self.source.parent

@@ -32,7 +32,8 @@ class NoServerAvailable(Exception):
 
 
 def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, ValueError):
+    """A connect or TLS failure in an operator's words (log lines, health check results)."""
+    if isinstance(exc, UnicodeError):  # the TLS layer's IDNA encoding of the server name
         return f"TLS: unusable server name ({exc})"
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return "connect timeout"
@@ -42,6 +43,8 @@ def describe_error(exc: BaseException) -> str:
         return f"TLS: certificate verify failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
         return f"TLS: {exc.reason or exc}".rstrip()
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        return "connection reset"
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or exc.__class__.__name__
     return str(exc) or exc.__class__.__name__

@@ -24,7 +24,6 @@ on failure all of it is undone and `ReloadError` lists what went wrong.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import socket

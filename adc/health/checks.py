@@ -31,6 +31,7 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from adc.config.model import HealthCheck
+from adc.engine.connect import describe_error
 from adc.pools.pool import CheckResult, PoolRuntime, RealServerRuntime
 
 log = logging.getLogger("adc.health")
@@ -89,20 +90,6 @@ class _Conversation(asyncio.Protocol):
         data = bytes(self.buffer)
         self.buffer.clear()
         return data
-
-
-def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: certificate verify failed: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
-    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-        return "connection reset"
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc) or exc.__class__.__name__
-    return str(exc) or exc.__class__.__name__
 
 
 def _host_header(check: HealthCheck, rs: RealServerRuntime) -> str:

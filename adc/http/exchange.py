@@ -216,13 +216,6 @@ class Exchange:
         """Part of a request head has arrived (the http-request timeout applies)."""
         return self._parser.in_head or (bool(self._queue) and self.phase is Phase.READ_HEAD)
 
-    @property
-    def awaiting_server(self) -> bool:
-        """Waiting for the real server (the server timeout applies)."""
-        return self.phase in (
-            Phase.FORWARD_REQUEST, Phase.READ_RESPONSE_HEAD, Phase.UPGRADE_PENDING, Phase.FORWARD_RESPONSE
-        )
-
     # -- inputs --------------------------------------------------------------------------------
     def receive_client(self, data: bytes) -> list[Action]:
         if self.phase in (Phase.TUNNEL, Phase.CLOSING):

@@ -111,6 +111,3 @@ def response_framing(
         return BodyKind.NONE, 0, None
     return BodyKind.LENGTH, length, None
 
-
-def status_has_body(request_method: str, status: int) -> bool:
-    return not (request_method == "HEAD" or 100 <= status < 200 or status in (204, 304))

@@ -76,10 +76,6 @@ class SourceIpTable:
                     break
                 del entries[oldest]
 
-    def forget_server(self, server: str) -> None:
-        for client in [c for c, (s, _) in self._entries.items() if s == server]:
-            del self._entries[client]
-
     def clear(self) -> None:
         self._entries.clear()
 

@@ -49,7 +49,7 @@ class RealServerRuntime:
     __slots__ = (
         "config", "pool", "name", "address", "state", "healthy", "weight", "backup", "max_connections",
         "active", "tunnels", "counters", "last_check", "up_since", "slow_start", "eweight",
-        "on_change", "index",
+        "index",
     )
 
     def __init__(self, config: RealServer, pool: "PoolRuntime", counters: Counters):
@@ -69,7 +69,6 @@ class RealServerRuntime:
         self.up_since: float | None = None  # pool clock time this server started ramping (slow start)
         self.slow_start = 0.0
         self.eweight = config.weight * WEIGHT_SCALE  # internal effective weight (scaled)
-        self.on_change: Callable[[RealServerRuntime], None] | None = None
         self.index = 0
 
     @property

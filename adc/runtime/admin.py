@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("adc.admin")
 
 MAX_HEAD = 16 * 1024
+READ_BYTES = 65536  # one read from an admin client
 MAX_BODY = 1024 * 1024
 MAX_CONNECTIONS = 64
 IDLE_TIMEOUT = 60.0
@@ -128,9 +129,11 @@ class _Parser:
         self.current: Request | None = None
         self.done: list[Request] = []
         self.head = 0
+        self.raw_head = 0  # bytes fed since the current request began (whole reads)
         self.error: HTTPError | None = None
 
     def feed(self, data: bytes) -> None:
+        self.raw_head += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -139,6 +142,9 @@ class _Parser:
             if self.error is not None:
                 raise self.error from None
             raise HTTPError(400, f"malformed request: {exc}") from None
+        if self.current is not None and not self.current.method and self.raw_head > MAX_HEAD + READ_BYTES:
+            # an unfinished header line is buffered by the parser, not seen by on_header
+            raise HTTPError(431, f"request line and headers exceed {MAX_HEAD} bytes")
 
     def _fail(self, error: HTTPError) -> None:
         self.error = error
@@ -147,6 +153,7 @@ class _Parser:
     def on_message_begin(self) -> None:
         self.current = Request()
         self.head = 0
+        self.raw_head = 0
 
     def on_url(self, url: bytes) -> None:
         assert self.current is not None
@@ -318,7 +325,7 @@ class AdminServer:
                 deadline = loop.time() + IDLE_TIMEOUT
                 try:
                     while not parser.done:
-                        data = await asyncio.wait_for(reader.read(65536), max(0.0, deadline - loop.time()))
+                        data = await asyncio.wait_for(reader.read(READ_BYTES), max(0.0, deadline - loop.time()))
                         if not data:
                             break
                         parser.feed(data)

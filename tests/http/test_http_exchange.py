@@ -14,7 +14,6 @@ from adc.http.exchange import (
     Phase,
     ReleaseServer,
     RequestDone,
-    Respond,
     ResumeClient,
     SendToClient,
     SendToServer,

@@ -247,3 +247,10 @@ async def test_delete_session_closes_both_sides(harness, backends):
     writer.close()
     assert (await c.get("/api/v1/sessions"))[1]["sessions"] == []
     assert (await c.delete(f"/api/v1/sessions/{sid}"))[0] == 404
+
+
+async def test_unfinished_header_line_is_bounded(harness, backends):
+    b = await backends()
+    app = await harness.start(l4(free_port(), b.port))
+    answer = await raw(app.admin_address, b"GET /api/v1/status HTTP/1.1\r\nX-Long: " + b"v" * (200 * 1024))
+    assert answer.startswith(b"HTTP/1.1 431 ")
