@@ -158,6 +158,17 @@ Action = (
 )
 
 _LAST_CHUNK: Final = b"0\r\n"
+COPY_CHUNK_BELOW_BYTES: Final = 16 * 1024  # smaller chunks are framed in one small copy
+
+
+def _chunk(out: list, send: type, data: bytes) -> None:
+    """Re-frame one body chunk as `size CRLF data CRLF`; large data is passed on uncopied."""
+    if len(data) < COPY_CHUNK_BELOW_BYTES:
+        out.append(send(b"%x\r\n%s\r\n" % (len(data), data)))
+    else:
+        out.append(send(b"%x\r\n" % len(data)))
+        out.append(send(data))
+        out.append(send(b"\r\n"))
 
 
 @dataclass(slots=True)
@@ -507,7 +518,7 @@ class Exchange:
             req.sent_body = True
             if chunked:
                 data = event.data
-                self._out.append(SendToServer(b"%x\r\n%s\r\n" % (len(data), data)))
+                _chunk(self._out, SendToServer, data)
             else:
                 self._out.append(SendToServer(event.data))
             return
@@ -536,7 +547,7 @@ class Exchange:
             data = event.data
             req.facts.bytes_out += len(data)
             if req.response is not None and req.response.body is BodyKind.CHUNKED and not req.dechunk:
-                self._out.append(SendToClient(b"%x\r\n%s\r\n" % (len(data), data)))
+                _chunk(self._out, SendToClient, data)
             else:
                 self._out.append(SendToClient(data))
         elif isinstance(event, EndOfMessage):

@@ -500,3 +500,13 @@ def test_bytes_after_a_complete_response_make_the_server_connection_unreusable()
     assert [a.facts.status for a in actions if isinstance(a, RequestDone)] == [204]
     assert Count("response_framing_violation") in actions
     assert ex.phase is Phase.READ_HEAD
+
+
+def test_large_chunks_are_reframed_without_copying_the_data():
+    ex = make()
+    _connect(ex)
+    big = b"x" * (64 * 1024)
+    actions = ex.receive_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % len(big) + big + b"\r\n")
+    sends = [a.data for a in actions if isinstance(a, SendToClient)]
+    assert b"".join(sends[1:]) == b"10000\r\n" + big + b"\r\n"
+    assert any(part is big or part == big for part in sends)  # the body travels as its own buffer
