@@ -20,7 +20,8 @@ from __future__ import annotations
 import httptools
 
 from adc.http.events import Body, BodyKind, EndOfMessage, Event, HeaderList, Headers, Malformed, RequestHead, ResponseHead
-from adc.http.framing import FramingError, check_host, request_framing, response_framing
+from adc.http.framing import MAX_CONTENT_LENGTH_DIGITS, FramingError, check_host, request_framing, response_framing
+from adc.http.headers import header_index
 
 MAX_HELD_BYTES = 256 * 1024  # bytes kept after an upgrade request until the answer
 _HEAD_END = b"\r\n\r\n"
@@ -206,9 +207,14 @@ class RequestParser:
         if version not in ("1.1", "1.0"):
             raise _Stop(505 if version.startswith(("2", "3")) else 400, f"HTTP/{version} not supported")
         method = p.get_method().decode("ascii")
+        headers = self._headers
+        index = header_index(headers)
         try:
-            host = check_host(self._headers, version)
-            kind, length = request_framing(self._headers, version)
+            host = check_host(headers, version)
+            if b"transfer-encoding" in index or b"content-length" in index:
+                kind, length = request_framing(headers, version)
+            else:  # the usual GET: nothing to look at
+                kind, length = BodyKind.NONE, None
         except FramingError as exc:
             raise _Stop(exc.status, exc.reason) from None
         if method == "CONNECT":
@@ -216,24 +222,19 @@ class RequestParser:
         host_name = ""
         if host:
             host_name = _host_only(host)
-        if self._url[:8].lower().startswith((b"http://", b"https://")):
+        url = self._url
+        if url[:1] != b"/" and url[:8].lower().startswith((b"http://", b"https://")):
             # absolute-form: a real server must use this authority and ignore Host
             # (RFC 9112 §3.2.2), so routes must see the same name, or the request is refused
             authority = self._url.split(b"//", 1)[1].split(b"/", 1)[0].split(b"?", 1)[0].rsplit(b"@", 1)[-1]
             if not authority or _host_only(authority) != host_name:
                 raise _Stop(400, "Host does not match the request target")
+        if url[:1] == b"/" and b"?" not in url and b"#" not in url:
+            path = url.decode("latin-1")  # origin-form without a query: the path is the target
+        else:
+            path = _split_target(url)
         self._events.append(
-            RequestHead(
-                method=method,
-                target=self._url,
-                version=version,
-                headers=self._headers,
-                keep_alive=p.should_keep_alive(),
-                body=kind,
-                content_length=length,
-                path=_split_target(self._url),
-                host=host_name,
-            )
+            RequestHead(method, url, version, headers, p.should_keep_alive(), kind, length, path, host_name)
         )
 
     def on_body(self, body: bytes) -> None:
@@ -251,7 +252,7 @@ class ResponseParser:
     __slots__ = (
         "_parser", "_events", "_headers", "_trailers", "_in_head", "_head_bytes", "_header_bytes",
         "_method", "_current", "_reason", "_dead", "_head_only", "_head_buf", "leftover", "upgraded",
-        "max_header_bytes", "max_headers",
+        "_between", "max_header_bytes", "max_headers",
     )
 
     def __init__(self, max_header_bytes: int = 32 * 1024, max_headers: int = 100) -> None:
@@ -265,9 +266,11 @@ class ResponseParser:
         self.leftover = b""  # server bytes after a 101 head
         self.upgraded = False
         self._current: ResponseHead | None = None
+        self._between = False  # llhttp sits cleanly between two responses: it can be reused
         self._fresh()
 
     def _fresh(self) -> None:
+        self._between = False
         self._parser = httptools.HttpResponseParser(self)
         self._headers: Headers = HeaderList()
         self._trailers: Headers = []
@@ -289,6 +292,8 @@ class ResponseParser:
     def expect(self, method: str) -> None:
         """The next response answers a request with this method."""
         self._method = method
+        if self._between and method != "HEAD" and not self._dead and not self.upgraded and not self._head_only:
+            return  # the last response ended cleanly: llhttp is ready for the next one
         self._head_only = method == "HEAD"
         self._head_buf.clear()
         self._dead = False
@@ -378,6 +383,7 @@ class ResponseParser:
 
     # -- llhttp callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._between = False
         self._headers = HeaderList()
         self._trailers = []
         self._reason = b""
@@ -402,19 +408,23 @@ class ResponseParser:
         p = self._parser
         version = p.get_http_version()
         status = p.get_status_code()
-        try:
-            kind, length, violation = response_framing(self._method, status, self._headers)
-        except FramingError as exc:
-            raise _Stop(502, exc.reason) from None
+        headers = self._headers
+        index = header_index(headers)
+        lengths = index.get(b"content-length")
+        if (
+            lengths is not None and len(lengths) == 1 and lengths[0].isdigit() and len(lengths[0]) <= MAX_CONTENT_LENGTH_DIGITS
+            and b"transfer-encoding" not in index and 200 <= status and status != 204 and status != 304
+            and self._method != "HEAD" and self._method != "CONNECT"
+        ):  # the usual answer: one plain Content-Length
+            length = int(lengths[0])
+            kind, violation = (BodyKind.LENGTH if length else BodyKind.NONE), None
+        else:
+            try:
+                kind, length, violation = response_framing(self._method, status, headers)
+            except FramingError as exc:
+                raise _Stop(502, exc.reason) from None
         head = ResponseHead(
-            status=status,
-            reason=self._reason,
-            version=version,
-            headers=self._headers,
-            keep_alive=p.should_keep_alive() and violation is None,
-            body=kind,
-            content_length=length,
-            framing_violation=violation,
+            status, self._reason, version, headers, p.should_keep_alive() and violation is None, kind, length, violation
         )
         self._current = None if head.interim else head
         self._events.append(head)
@@ -426,4 +436,6 @@ class ResponseParser:
         if self._current is not None:
             self._current = None
             self._events.append(EndOfMessage(self._trailers))
+            # reusable only when llhttp expects another message on this connection
+            self._between = not self._head_only and self._parser.should_keep_alive()
         self._trailers = []
