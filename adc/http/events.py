@@ -16,11 +16,9 @@ class HeaderList(list):  # type: ignore[type-arg]
     HeaderList is not mutated after parsing.
     """
 
-    __slots__ = ("lowered",)
+    __slots__ = ("lowered",)  # unset until the index is built (no __init__: one per message)
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)
-        self.lowered: dict[bytes, list[bytes]] | None = None
+    lowered: dict[bytes, list[bytes]]
 
 
 class BodyKind(enum.Enum):

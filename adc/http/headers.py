@@ -31,16 +31,22 @@ def header_index(headers: Headers) -> dict[bytes, list[bytes]]:
     """Lower-case name -> values in order; kept on a parser's HeaderList after the first call."""
     index = getattr(headers, "lowered", None)
     if index is None:
-        index = {}
-        for name, value in headers:
-            low = name.lower()
-            values = index.get(low)
-            if values is None:
-                index[low] = [value]
-            else:
-                values.append(value)
-        if isinstance(headers, HeaderList):
-            headers.lowered = index
+        index = index_headers(headers)
+    return index
+
+
+def index_headers(headers: Headers) -> dict[bytes, list[bytes]]:
+    """Build the index of `header_index` (and keep it on a HeaderList): parsers call this once."""
+    index: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        low = name.lower()
+        values = index.get(low)
+        if values is None:
+            index[low] = [value]
+        else:
+            values.append(value)
+    if isinstance(headers, HeaderList):
+        headers.lowered = index
     return index
 
 
@@ -61,14 +67,18 @@ def connection_tokens(headers: Headers) -> set[str]:
     return out
 
 
+def keeps_all(index: dict[bytes, list[bytes]]) -> bool:
+    """No field of this header index is hop-by-hop (the usual message)."""
+    return HOP_BY_HOP.isdisjoint(index) and b"\nproxy-" not in b"\n".join((b"", *index))
+
+
 def strip_hop_by_hop(headers: Headers, keep: Iterable[bytes] = ()) -> Headers:
     """Headers without the hop-by-hop fields (and the ones Connection names).
 
     `keep` lists lower-case names to keep even though they are hop-by-hop
     (Upgrade and Connection on a websocket upgrade).
     """
-    index = header_index(headers)
-    if HOP_BY_HOP.isdisjoint(index) and b"\nproxy-" not in b"\n".join((b"", *index)):
+    if keeps_all(header_index(headers)):
         return list(headers)  # the usual case: nothing to drop
     keep_set = frozenset(keep)
     # A Connection header may name end-to-end fields; never the ones that frame or
@@ -132,6 +142,11 @@ def add_forwarding(
         out = without(out, (b"forwarded",))
         out.append((b"Forwarded", b", ".join([*previous, element.encode("latin-1")])))
     return out
+
+
+def header_lines(headers: Headers) -> bytes:
+    """`name: value CRLF` for each field, in order."""
+    return b"".join([b"%s: %s\r\n" % field for field in headers])
 
 
 def serialize(start_line: bytes, headers: Headers) -> bytes:

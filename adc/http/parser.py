@@ -17,11 +17,13 @@ Two llhttp properties shape this module:
 
 from __future__ import annotations
 
+import re
+
 import httptools
 
 from adc.http.events import Body, BodyKind, EndOfMessage, Event, HeaderList, Headers, Malformed, RequestHead, ResponseHead
 from adc.http.framing import MAX_CONTENT_LENGTH_DIGITS, FramingError, check_host, request_framing, response_framing
-from adc.http.headers import header_index
+from adc.http.headers import index_headers
 
 MAX_HELD_BYTES = 256 * 1024  # bytes kept after an upgrade request until the answer
 _HEAD_END = b"\r\n\r\n"
@@ -45,13 +47,17 @@ def _split_target(target: bytes) -> str:
     return path.decode("latin-1")
 
 
+# A Host value that needs no trimming: a name or IPv4 address, an optional port.
+_HOST_VALUE = re.compile(rb"[A-Za-z0-9._~%!$&'()*+,;=-]+(:[0-9]*)?")
+
+
 def _host_only(value: bytes) -> str:
     """A Host value (or authority) without its port, lower case."""
     h = value.decode("latin-1").strip().lower()
-    if h.startswith("["):
+    if h[:1] == "[":
         end = h.find("]")
         return h[1:end] if end > 0 else h
-    return h.rsplit(":", 1)[0] if ":" in h else h
+    return h.partition(":")[0]
 
 
 class RequestParser:
@@ -187,51 +193,56 @@ class RequestParser:
             raise _Stop(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            self._trailers.append((name, value))
+        if self._in_head:
+            self._headers.append((name, value))
+            # the byte bound keeps memory bounded; the count is checked at the end of the head
             self._header_bytes += len(name) + len(value) + 4
-            if len(self._trailers) > self.max_headers or self._header_bytes > self.max_header_bytes:
-                raise _Stop(431, "too many or too large trailers")
+            if self._header_bytes + len(self._url) > self.max_header_bytes:
+                raise _Stop(431, "request head too large")
             return
-        self._headers.append((name, value))
+        self._trailers.append((name, value))
         self._header_bytes += len(name) + len(value) + 4
-        if len(self._headers) > self.max_headers:
-            raise _Stop(431, "too many header fields")
-        if self._header_bytes + len(self._url) > self.max_header_bytes:
-            raise _Stop(431, "request head too large")
+        if len(self._trailers) > self.max_headers or self._header_bytes > self.max_header_bytes:
+            raise _Stop(431, "too many or too large trailers")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         p = self._parser
         version = p.get_http_version()
-        if version not in ("1.1", "1.0"):
+        if version != "1.1" and version != "1.0":
             raise _Stop(505 if version.startswith(("2", "3")) else 400, f"HTTP/{version} not supported")
-        method = p.get_method().decode("ascii")
         headers = self._headers
-        index = header_index(headers)
-        try:
-            host = check_host(headers, version)
-            if b"transfer-encoding" in index or b"content-length" in index:
+        if len(headers) > self.max_headers:
+            raise _Stop(431, "too many header fields")
+        method = p.get_method().decode("ascii")
+        index = index_headers(headers)
+        hosts = index.get(b"host")
+        if (
+            hosts is not None and len(hosts) == 1 and _HOST_VALUE.fullmatch(hosts[0]) is not None
+            and b"transfer-encoding" not in index and b"content-length" not in index
+        ):  # the usual request: one plain Host (a name or IPv4 address), no body
+            host_name = hosts[0].partition(b":")[0].lower().decode("latin-1")
+            kind, length = BodyKind.NONE, None
+        else:
+            try:
+                host = check_host(headers, version)
                 kind, length = request_framing(headers, version)
-            else:  # the usual GET: nothing to look at
-                kind, length = BodyKind.NONE, None
-        except FramingError as exc:
-            raise _Stop(exc.status, exc.reason) from None
+            except FramingError as exc:
+                raise _Stop(exc.status, exc.reason) from None
+            host_name = _host_only(host) if host else ""
         if method == "CONNECT":
             raise _Stop(405, "CONNECT is not supported")
-        host_name = ""
-        if host:
-            host_name = _host_only(host)
         url = self._url
-        if url[:1] != b"/" and url[:8].lower().startswith((b"http://", b"https://")):
-            # absolute-form: a real server must use this authority and ignore Host
-            # (RFC 9112 §3.2.2), so routes must see the same name, or the request is refused
-            authority = self._url.split(b"//", 1)[1].split(b"/", 1)[0].split(b"?", 1)[0].rsplit(b"@", 1)[-1]
-            if not authority or _host_only(authority) != host_name:
-                raise _Stop(400, "Host does not match the request target")
-        if url[:1] == b"/" and b"?" not in url and b"#" not in url:
-            path = url.decode("latin-1")  # origin-form without a query: the path is the target
+        if url[:1] == b"/":
+            # origin-form; without a query the path is the whole target
+            path = url.decode("latin-1") if b"?" not in url and b"#" not in url else _split_target(url)
         else:
+            if url[:8].lower().startswith((b"http://", b"https://")):
+                # absolute-form: a real server must use this authority and ignore Host
+                # (RFC 9112 §3.2.2), so routes must see the same name, or the request is refused
+                authority = url.split(b"//", 1)[1].split(b"/", 1)[0].split(b"?", 1)[0].rsplit(b"@", 1)[-1]
+                if not authority or _host_only(authority) != host_name:
+                    raise _Stop(400, "Host does not match the request target")
             path = _split_target(url)
         self._events.append(
             RequestHead(method, url, version, headers, p.should_keep_alive(), kind, length, path, host_name)
@@ -397,10 +408,10 @@ class ResponseParser:
             raise _Stop(502, "response head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        target = self._headers if self._in_head else self._trailers
-        target.append((name, value))
+        # the byte bound keeps memory bounded; the count is checked at the end of the head
+        (self._headers if self._in_head else self._trailers).append((name, value))
         self._header_bytes += len(name) + len(value) + 4
-        if len(target) > self.max_headers or self._header_bytes > self.max_header_bytes:
+        if self._header_bytes > self.max_header_bytes:
             raise _Stop(502, "response head too large")
 
     def on_headers_complete(self) -> None:
@@ -409,7 +420,9 @@ class ResponseParser:
         version = p.get_http_version()
         status = p.get_status_code()
         headers = self._headers
-        index = header_index(headers)
+        if len(headers) > self.max_headers:
+            raise _Stop(502, "response head too large")
+        index = index_headers(headers)
         lengths = index.get(b"content-length")
         if (
             lengths is not None and len(lengths) == 1 and lengths[0].isdigit() and len(lengths[0]) <= MAX_CONTENT_LENGTH_DIGITS
@@ -433,6 +446,8 @@ class ResponseParser:
         self._events.append(Body(body))
 
     def on_message_complete(self) -> None:
+        if len(self._trailers) > self.max_headers:
+            raise _Stop(502, "response head too large")
         if self._current is not None:
             self._current = None
             self._events.append(EndOfMessage(self._trailers))
