@@ -15,12 +15,21 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from adc.config.model import Profile
 from adc.http.events import Body, BodyKind, EndOfMessage, Event, Malformed, RequestHead, ResponseHead
-from adc.http.headers import add_forwarding, get_all, serialize, strip_hop_by_hop, without
+from adc.http.headers import (
+    add_forwarding,
+    get_all,
+    header_index,
+    header_lines,
+    keeps_all,
+    serialize,
+    strip_hop_by_hop,
+    without,
+)
 from adc.http.parser import RequestParser, ResponseParser
 from adc.http.responses import build_response, reason_phrase
 from adc.http.routing import RouteMatch, Router
@@ -188,7 +197,6 @@ class _Request:
     answered: bool = False  # the appliance answered; the body is discarded
     retried: bool = False
     sent_body: bool = False
-    interim: list[bytes] = field(default_factory=list)
     set_cookie: bytes | None = None  # persistence cookie added to the response
 
 
@@ -237,13 +245,14 @@ class Exchange:
 
     def receive_server(self, data: bytes) -> list[Action]:
         req = self._req
-        if self.phase in (Phase.TUNNEL, Phase.CLOSING):
+        phase = self.phase
+        if phase is Phase.TUNNEL or phase is Phase.CLOSING:
             return []
-        if req is None or self.phase in (Phase.CONNECT, Phase.READ_HEAD):
+        if req is None or phase is Phase.CONNECT or phase is Phase.READ_HEAD:
             raise AssertionError(f"server bytes in phase {self.phase.name}")
         req.server_byte_seen = True
         for event in self._rparser.receive_data(data):
-            if self.phase in (Phase.TUNNEL, Phase.CLOSING):
+            if self.phase is Phase.TUNNEL or self.phase is Phase.CLOSING:
                 break
             if self._req is not req:
                 # The response already ended: more from this server (a second response,
@@ -254,7 +263,8 @@ class Exchange:
                 self._out.append(Count("response_framing_violation"))
                 break
             self._on_server_event(req, event)
-        self._pump()
+        if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
+            self._pump()
         return self._flush()
 
     def server_connected(self, reused: bool = False, set_cookie: bytes | None = None) -> list[Action]:
@@ -274,7 +284,8 @@ class Exchange:
             self._request_sent(req)
         else:
             self._enter(Phase.FORWARD_REQUEST)
-        self._pump()
+        if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
+            self._pump()
         return self._flush()
 
     def server_failed(self, reason: str = "no real server available", status: int = 503) -> list[Action]:
@@ -448,27 +459,19 @@ class Exchange:
 
     def _start_request(self, head: RequestHead) -> None:
         match = self.router.match(head.host, head.method, head.path)
-        facts = AccessFacts(
-            method=head.method,
-            target=head.target.decode("latin-1"),
-            host=head.host,
-            version=head.version,
-            route=match.describe(),
-            pool=match.pool,
-        )
-        req = _Request(head=head, match=match, facts=facts, complete=False)
-        self._req = req
         route = match.route
+        facts = AccessFacts(head.method, head.target.decode("latin-1"), head.host, head.version, match.label or match.describe(), match.pool)
+        req = _Request(head, match, facts)
+        self._req = req
         req.websocket_allowed = self.profile.websocket if route is None or route.websocket is None else route.websocket
-        keep: tuple[bytes, ...] = ()
-        if asks_upgrade(head):
+        index = header_index(head.headers)
+        if b"upgrade" in index and asks_upgrade(head):
             if asks_websocket(head) and req.websocket_allowed and match.respond is None:
                 problem = check_websocket_request(head)
                 if problem is not None:
                     self._answer(400, problem, server=False, close=True)
                     return
                 req.websocket = True
-                keep = (b"upgrade", b"connection")
                 self._out.append(Count("websocket_upgrade"))
             elif asks_websocket(head):
                 facts.upgrade = "refused"
@@ -478,15 +481,38 @@ class Exchange:
                 self._out.append(Count("upgrade_ignored"))
         if match.respond is not None:
             req.answered = True
-            self._answer(match.respond, f"route {match.describe()}", server=False)
+            self._answer(match.respond, f"route {facts.route}", server=False)
             return
         limit = self.profile.max_body_bytes
         if limit and head.content_length is not None and head.content_length > limit:
             self._answer(413, f"request body of {head.content_length} bytes is over max_body_bytes ({limit})",
                          server=False, close=True)
             return
+        req.server_head = self._server_head(head, index, req.websocket)
+        self._enter(Phase.CONNECT)
+        assert match.pool is not None
+        self._out.append(OpenServer(match.pool, match, head))
+
+    def _server_head(self, head: RequestHead, index: dict[bytes, list[bytes]], websocket: bool) -> bytes:
+        """The request head as sent to the real server: HTTP/1.1, hop-by-hop fields out, forwarding in."""
+        profile = self.profile
+        start = b"%s %s HTTP/1.1\r\n" % (head.method.encode("ascii"), head.target)
+        if (
+            not websocket
+            and not profile.forwarded
+            and b"x-forwarded-for" not in index
+            and b"x-forwarded-proto" not in index
+            and keeps_all(index)
+        ):  # the usual request: its fields as received, then ours
+            tail = b"\r\n"
+            if profile.x_forwarded_proto:
+                tail = b"X-Forwarded-Proto: %s\r\n\r\n" % self.scheme.encode("ascii")
+            if profile.x_forwarded_for:
+                tail = b"X-Forwarded-For: %s\r\n%s" % (self.client_ip.encode("ascii"), tail)
+            return b"%s%s%s" % (start, header_lines(head.headers), tail)
+        keep: tuple[bytes, ...] = (b"upgrade", b"connection") if websocket else ()
         headers = strip_hop_by_hop(head.headers, keep)
-        if req.websocket:
+        if websocket:
             headers = [(n, b"Upgrade") if n.lower() == b"connection" else (n, v) for n, v in headers]
         host_values = get_all(head.headers, b"host")
         headers = add_forwarding(
@@ -494,16 +520,12 @@ class Exchange:
             self.client_ip,
             self.scheme,
             host_values[0] if host_values else None,
-            x_forwarded_for=self.profile.x_forwarded_for,
-            x_forwarded_proto=self.profile.x_forwarded_proto,
-            forwarded=self.profile.forwarded,
+            x_forwarded_for=profile.x_forwarded_for,
+            x_forwarded_proto=profile.x_forwarded_proto,
+            forwarded=profile.forwarded,
             received=head.headers,
         )
-        start = b"%s %s HTTP/1.1" % (head.method.encode("ascii"), head.target)
-        req.server_head = serialize(start, headers)
-        self._enter(Phase.CONNECT)
-        assert match.pool is not None
-        self._out.append(OpenServer(match.pool, match, head))
+        return serialize(start[:-2], headers)
 
     def _request_event(self, req: _Request, event: Event) -> None:
         chunked = req.head.body is BodyKind.CHUNKED
@@ -539,23 +561,25 @@ class Exchange:
 
     # -- server side -----------------------------------------------------------------------
     def _on_server_event(self, req: _Request, event: Event) -> None:
-        if isinstance(event, ResponseHead):
-            self._on_response_head(req, event)
-        elif isinstance(event, Body):
+        cls = event.__class__
+        if cls is Body:
             if self.phase is not Phase.FORWARD_RESPONSE:
                 raise AssertionError(f"response body in phase {self.phase.name}")
-            data = event.data
+            data = event.data  # type: ignore[union-attr]
             req.facts.bytes_out += len(data)
-            if req.response is not None and req.response.body is BodyKind.CHUNKED and not req.dechunk:
-                _chunk(self._out, SendToClient, data)
-            else:
+            if req.dechunk or req.response is None or req.response.body is not BodyKind.CHUNKED:
                 self._out.append(SendToClient(data))
-        elif isinstance(event, EndOfMessage):
+            else:
+                _chunk(self._out, SendToClient, data)
+        elif cls is ResponseHead:
+            self._on_response_head(req, event)  # type: ignore[arg-type]
+        elif cls is EndOfMessage:
             response = req.response
             if response is None or self.phase is not Phase.FORWARD_RESPONSE:
                 raise AssertionError(f"end of response in phase {self.phase.name}")
             if response.body is BodyKind.CHUNKED and not req.dechunk:
-                self._out.append(SendToClient(serialize(_LAST_CHUNK[:-2], strip_hop_by_hop(event.trailers))))
+                trailers = strip_hop_by_hop(event.trailers)  # type: ignore[union-attr]
+                self._out.append(SendToClient(serialize(_LAST_CHUNK[:-2], trailers)))
             # An early answer (request incomplete) was sent with Connection: close.
             self._finish_response(req)
         else:
@@ -606,6 +630,15 @@ class Exchange:
             or req.dechunk
             or not req.complete
         )
+        start = b"HTTP/1.1 %d %s" % (resp.status, resp.reason or reason_phrase(resp.status).encode("latin-1"))
+        if (
+            req.set_cookie is None and not client_10 and resp.framing_violation is None
+            and keeps_all(header_index(resp.headers))
+        ):  # the usual answer: its fields as received
+            tail = b"Connection: close\r\n\r\n" if req.close_after else b"\r\n"
+            self._out.append(SendToClient(b"%s\r\n%s%s" % (start, header_lines(resp.headers), tail)))
+            self._enter(Phase.FORWARD_RESPONSE)
+            return
         headers = strip_hop_by_hop(resp.headers)
         if resp.framing_violation is not None or req.dechunk:
             headers = without(headers, (b"transfer-encoding",))
@@ -615,7 +648,6 @@ class Exchange:
             headers.append((b"Connection", b"close"))
         elif client_10:
             headers.append((b"Connection", b"keep-alive"))
-        start = b"HTTP/1.1 %d %s" % (resp.status, resp.reason or reason_phrase(resp.status).encode("latin-1"))
         self._out.append(SendToClient(serialize(start, headers)))
         self._enter(Phase.FORWARD_RESPONSE)
 
