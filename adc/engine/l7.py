@@ -47,7 +47,7 @@ from adc.http.exchange import (
 from adc.http.headers import get_one
 from adc.pools.balancers import PickContext
 from adc.relay import Relay
-from adc.runtime.stats import Session
+from adc.runtime.stats import Session, count_request
 
 if TYPE_CHECKING:
     from adc.engine.engine import Engine, VirtualServerRuntime
@@ -160,9 +160,9 @@ _IDLE: "weakref.WeakKeyDictionary[Engine, IdleConnections]" = weakref.WeakKeyDic
 
 def _persistence_cookie(pool: "PoolRuntime", rs: Any, ctx: PickContext) -> bytes | None:
     """Set-Cookie value binding the client to `rs`, unless the request already names it."""
-    name = pool.cookie_name
-    if name is None:
+    if pool.cookies is None:
         return None
+    name = pool.cookies.cookie_name
     value = pool.cookie_for(rs, ctx.cookie(name) if ctx.cookie is not None else None)
     return None if value is None else value.encode("latin-1")
 
@@ -181,11 +181,30 @@ def close_idle(engine: "Engine") -> None:
         idle.close_all()
 
 
+JOIN_WRITES_BELOW_BYTES = 32 * 1024  # smaller pieces are joined: one plain write beats a gather write
+
+
+def _write(transport: asyncio.Transport, parts: list[bytes]) -> int:
+    """Write `parts` in one call; return the byte count."""
+    if len(parts) == 1:
+        data = parts[0]
+    else:
+        n = sum(map(len, parts))
+        if n >= JOIN_WRITES_BELOW_BYTES:
+            transport.writelines(parts)
+            return n
+        data = b"".join(parts)
+    transport.write(data)
+    return len(data)
+
+
 # -- the real-server side ----------------------------------------------------------------------
 class ServerProtocol(asyncio.Protocol):
     """One connection to a real server; owned by a client connection or idle."""
 
-    __slots__ = ("rs", "pool", "owner", "transport", "idle", "idle_until", "ended", "read_paused", "requests")
+    __slots__ = (
+        "rs", "pool", "owner", "transport", "idle", "idle_until", "ended", "read_paused", "requests", "high_water",
+    )
 
     def __init__(self, pool: "PoolRuntime") -> None:
         self.pool = pool
@@ -197,6 +216,7 @@ class ServerProtocol(asyncio.Protocol):
         self.ended = False
         self.read_paused = False
         self.requests = 0
+        self.high_water = 0  # the write-buffer limit set on the transport (0: not yet)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -268,7 +288,7 @@ class ClientProtocol(asyncio.Protocol):
         "vs", "engine", "profile", "transport", "exchange", "server", "open_task", "client_ip", "client",
         "loop", "timer", "client_activity", "server_activity", "head_started", "hold", "backpressure",
         "writing_paused", "closed", "relay", "queue", "running", "request_started", "tunnel_started",
-        "tunnel_facts", "tunnel_rs", "counted", "high_water", "request_server", "to_client", "to_server",
+        "tunnel_facts", "tunnel_rs", "counted", "high_water", "request_server", "to_client", "to_server", "idle",
     )
 
     def __init__(self, vs: "VirtualServerRuntime") -> None:
@@ -300,6 +320,7 @@ class ClientProtocol(asyncio.Protocol):
         self.tunnel_facts: AccessFacts | None = None
         self.tunnel_rs: RealServerRuntime | None = None
         self.high_water = max(1, self.profile.buffer_bytes)
+        self.idle = idle_connections(self.engine)
         self.request_server: ServerProtocol | None = None  # serves the current request (for its counters)
         # bytes produced by one batch of actions, written with one writelines() each side
         self.to_client: list[bytes] = []
@@ -384,21 +405,22 @@ class ClientProtocol(asyncio.Protocol):
     # -- executing actions ----------------------------------------------------------------------
     def _run(self, actions: list[Action]) -> None:
         """Execute actions in order; actions produced while running are queued behind."""
-        if not actions:
-            if not self.running:
-                self._arm()
-            return
-        self.queue.extend(actions)
         if self.running:
+            self.queue.extend(actions)
             return
-        self.running = True
-        try:
-            queue = self.queue
-            while queue:
-                self._execute(queue.popleft())
-            self._flush_writes()
-        finally:
-            self.running = False
+        if actions:
+            self.running = True
+            try:
+                handlers = _HANDLERS
+                for action in actions:
+                    handlers[action.__class__](self, action)
+                queue = self.queue
+                while queue:
+                    action = queue.popleft()
+                    handlers[action.__class__](self, action)
+                self._flush_writes()
+            finally:
+                self.running = False
         self._arm()
         ex = self.exchange
         if ex is not None and ex.stalled and not self.writing_paused and not self.closed:
@@ -416,12 +438,7 @@ class ClientProtocol(asyncio.Protocol):
             data, self.to_server = self.to_server, []
             server = self.server
             assert server is not None and server.transport is not None
-            if len(data) == 1:
-                n = len(data[0])
-                server.transport.write(data[0])
-            else:
-                n = sum(map(len, data))
-                server.transport.writelines(data)
+            n = _write(server.transport, data)
             server.pool.counters.bytes_in += n  # bytes as sent, heads included
             if server.rs is not None:
                 server.rs.counters.bytes_in += n
@@ -429,55 +446,58 @@ class ClientProtocol(asyncio.Protocol):
             data, self.to_client = self.to_client, []
             t = self.transport
             if t is not None and not t.is_closing():
-                if len(data) == 1:
-                    self.vs.counters.bytes_out += len(data[0])
-                    t.write(data[0])
-                else:
-                    self.vs.counters.bytes_out += sum(map(len, data))
-                    t.writelines(data)
+                self.vs.counters.bytes_out += _write(t, data)
 
-    def _execute(self, action: Action) -> None:
+    # one handler per action type (see _HANDLERS): a dict lookup instead of an isinstance chain
+    def _send_to_server(self, action: SendToServer) -> None:
+        self.to_server.append(action.data)
+
+    def _send_to_client(self, action: SendToClient) -> None:
+        if self.transport is not None and not self.closed:
+            self.to_client.append(action.data)
+
+    def _do_open_server(self, action: OpenServer) -> None:
+        self._flush_writes()
+        self._open_server(action)
+
+    def _do_release_server(self, action: ReleaseServer) -> None:
+        self._flush_writes()
+        self._release_server(action.reusable)
+
+    def _respond(self, action: Respond) -> None:
+        if self.transport is not None and not self.closed:
+            self.to_client.append(action.data)
+        self._count_answer(action.status, action.reason)
+
+    def _do_request_done(self, action: RequestDone) -> None:
+        self._request_done(action.facts)
+
+    def _pause_client(self, action: PauseClient) -> None:
+        self.hold = True
+        self._sync_reading()
+
+    def _resume_client(self, action: ResumeClient) -> None:
+        self.hold = False
+        self._sync_reading()
+
+    def _close_client(self, action: CloseClient) -> None:
+        self._flush_writes()
+        self.closed = True
         t = self.transport
-        if isinstance(action, SendToServer):
-            self.to_server.append(action.data)
-        elif isinstance(action, SendToClient):
-            if t is not None and not self.closed:
-                self.to_client.append(action.data)
-        elif isinstance(action, OpenServer):
-            self._flush_writes()
-            self._open_server(action)
-        elif isinstance(action, ReleaseServer):
-            self._flush_writes()
-            self._release_server(action.reusable)
-        elif isinstance(action, Respond):
-            if t is not None and not self.closed:
-                self.to_client.append(action.data)
-            self._count_answer(action.status, action.reason)
-        elif isinstance(action, RequestDone):
-            self._request_done(action.facts)
-        elif isinstance(action, PauseClient):
-            self.hold = True
-            self._sync_reading()
-        elif isinstance(action, ResumeClient):
-            self.hold = False
-            self._sync_reading()
-        elif isinstance(action, CloseClient):
-            self._flush_writes()
-            self.closed = True
-            if t is not None:
-                t.close()
-                if t.get_write_buffer_size():
-                    # close() waits for the buffer to drain: a client that never reads
-                    # must not keep the connection (and its buffer) forever
-                    linger = self.profile.timeout_client or CLOSE_LINGER_SECONDS
-                    self.loop.call_later(linger, t.abort)
-        elif isinstance(action, StartTunnel):
-            self._flush_writes()
-            self._start_tunnel(action)
-        elif isinstance(action, Count):
-            self._count(action.name)
-        else:  # pragma: no cover - a new action without a handler is a bug
-            raise AssertionError(f"unhandled action {action!r}")
+        if t is not None:
+            t.close()
+            if t.get_write_buffer_size():
+                # close() waits for the buffer to drain: a client that never reads
+                # must not keep the connection (and its buffer) forever
+                linger = self.profile.timeout_client or CLOSE_LINGER_SECONDS
+                self.loop.call_later(linger, t.abort)
+
+    def _do_start_tunnel(self, action: StartTunnel) -> None:
+        self._flush_writes()
+        self._start_tunnel(action)
+
+    def _do_count(self, action: Count) -> None:
+        self._count(action.name)
 
     def _sync_reading(self) -> None:
         t = self.transport
@@ -529,7 +549,7 @@ class ClientProtocol(asyncio.Protocol):
         if not action.retry:
             first = pool.pick(ctx)
             if first is not None:
-                conn = idle_connections(self.engine).take(first)
+                conn = self.idle.take(first)
                 if conn is not None:
                     pool.take(first)
                     self._attach(conn)
@@ -571,8 +591,11 @@ class ClientProtocol(asyncio.Protocol):
         conn.owner = self
         conn.requests += 1
         assert conn.transport is not None
-        conn.transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)
-        conn.set_reading(not self.writing_paused)
+        if conn.high_water != self.high_water:  # set once per connection and profile, not per request
+            conn.high_water = self.high_water
+            conn.transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)
+        if self.writing_paused or conn.read_paused:
+            conn.set_reading(not self.writing_paused)
         self.server_activity = self.loop.time()
 
     def _release_server(self, reusable: bool) -> None:
@@ -596,11 +619,12 @@ class ClientProtocol(asyncio.Protocol):
             and not conn.ended
             and not conn.transport.is_closing()
             and profile.max_idle_server_connections > 0
-            and idle_connections(self.engine).put(
+            and self.idle.put(
                 conn, profile.max_idle_server_connections, profile.timeout_server_idle
             )
         ):
-            conn.set_reading(True)
+            if conn.read_paused:
+                conn.set_reading(True)
             return
         conn.transport.close()
 
@@ -732,18 +756,17 @@ class ClientProtocol(asyncio.Protocol):
         vs = self.vs
         conn = self.server or self.request_server  # the connection may already be released
         self.request_server = None
-        vs.counters.requests += 1
-        vs.counters.count_response(facts.status)
         server_name = None
         if conn is not None and conn.rs is not None:
             server_name = conn.rs.name
-            for c in (conn.pool.counters, conn.rs.counters):
-                c.requests += 1
-                c.count_response(facts.status)
-        if facts.upgrade == "tunnel":
-            self.tunnel_facts = facts
-        elif facts.upgrade == "declined":
-            vs.counters.upgrades_refused += 1
+            count_request(facts.status, vs.counters, conn.pool.counters, conn.rs.counters)
+        else:
+            count_request(facts.status, vs.counters)
+        if facts.upgrade is not None:
+            if facts.upgrade == "tunnel":
+                self.tunnel_facts = facts
+            elif facts.upgrade == "declined":
+                vs.counters.upgrades_refused += 1
         self.head_started = None
         if not self.engine.access_log.enabled:
             self.request_started = time.monotonic()
@@ -811,3 +834,19 @@ class ClientProtocol(asyncio.Protocol):
             return
         if self.transport is not None:
             self.transport.close()
+
+
+# Every action type has its handler; a new action without one fails loudly (KeyError).
+_HANDLERS: dict[type, Any] = {
+    SendToServer: ClientProtocol._send_to_server,
+    SendToClient: ClientProtocol._send_to_client,
+    OpenServer: ClientProtocol._do_open_server,
+    ReleaseServer: ClientProtocol._do_release_server,
+    Respond: ClientProtocol._respond,
+    RequestDone: ClientProtocol._do_request_done,
+    PauseClient: ClientProtocol._pause_client,
+    ResumeClient: ClientProtocol._resume_client,
+    CloseClient: ClientProtocol._close_client,
+    StartTunnel: ClientProtocol._do_start_tunnel,
+    Count: ClientProtocol._do_count,
+}

@@ -48,10 +48,6 @@ class Counters:
         self.tunnels_total = 0
         self.errors: dict[str, int] = dict.fromkeys(ERROR_REASONS, 0)
 
-    def count_response(self, status: int) -> None:
-        cls = status // 100
-        self.responses[cls if 1 <= cls <= 5 else 0] += 1
-
     def error(self, reason: str) -> None:
         self.errors[reason] = self.errors.get(reason, 0) + 1
 
@@ -74,6 +70,16 @@ class Counters:
             "tunnels_total": self.tunnels_total,
             "errors": dict(self.errors),
         }
+
+
+def count_request(status: int, *counters: Counters) -> None:
+    """One request answered with `status`, on each of `counters` (virtual server, pool, real server)."""
+    cls = status // 100
+    if not 1 <= cls <= 5:
+        cls = 0
+    for c in counters:
+        c.requests += 1
+        c.responses[cls] += 1
 
 
 _session_ids = itertools.count(1)
