@@ -180,7 +180,13 @@ class _Side(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self.relay._lost(self, exc)
+        relay = self.relay
+        relay._lost(self, exc)
+        # nothing calls a lost side again: drop the references back (transport, relay) so
+        # that a closed tunnel is freed at once, without waiting for the cycle collector
+        self.transport = self.out = None
+        if relay.closed:
+            del self.relay
 
 
 class Relay:
@@ -386,6 +392,7 @@ class Relay:
             return
         self.closed = True
         self.reason = reason
+        self.session.closer = None  # it refers to us: no cycle left behind
         self._disarm()
         for side in (self.client, self.server):
             if side.fin_timer is not None:
@@ -393,10 +400,13 @@ class Relay:
                 side.fin_timer = None
         for side in (self.client, self.server):
             t = side.transport
-            if t is not None and not side.lost:
+            if side.lost:
+                del side.relay  # see _Side.connection_lost
+            elif t is not None:
                 if abort:
                     t.abort()
                 else:
                     t.close()
-        if self.on_close is not None:
-            self.on_close(self, reason)
+        on_close, self.on_close = self.on_close, None  # the owner refers to us: no cycle left behind
+        if on_close is not None:
+            on_close(self, reason)

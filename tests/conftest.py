@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import socket
 import textwrap
 from pathlib import Path
@@ -33,6 +35,30 @@ def websockets_without_write_eof():
     Connection.send_data = send_websocket_data  # type: ignore[method-assign]
     yield
     Connection.send_data = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def no_adc_cycles():
+    """Assert that the appliance objects made inside the block are freed by reference counting.
+
+    The cycle collector is held off during the block; at its end, whatever it would have
+    to free is inspected, and any object of an `adc` type there is a leak of a cycle
+    (memory held until the next collection, and collector work on the data path).
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            cyclic = sorted({type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("adc.")})
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert cyclic == [], f"appliance objects left in reference cycles: {cyclic}"
 
 
 def free_port() -> int:

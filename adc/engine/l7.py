@@ -720,6 +720,8 @@ class ClientProtocol(asyncio.Protocol):
         relay.start(action.client_leftover, action.server_leftover)
         # No HTTP code runs any more: free the parsers and buffers (an idle tunnel should
         # cost little more than its two transports).
+        if self.exchange is not None:
+            self.exchange.release()
         self.exchange = None
         self.queue = _NO_ACTIONS
         self.to_client = self.to_server = _NO_WRITES
@@ -822,6 +824,8 @@ class ClientProtocol(asyncio.Protocol):
             self.open_task = None
         if self.server is not None:
             self._release_server(False)
+        if self.exchange is not None:
+            self.exchange.release()
         if self.counted:
             self.counted = False
             self.vs.counters.conn_current -= 1

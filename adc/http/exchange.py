@@ -224,6 +224,11 @@ class Exchange:
         self._out: list[Action] = []
         self.stalled = False  # pipelined requests wait for proceed()
 
+    def release(self) -> None:
+        """The client connection is gone or tunnelled: free the parsers (no HTTP code runs any more)."""
+        self._parser.release()
+        self._rparser.release()
+
     # -- state ---------------------------------------------------------------------------------
     def _enter(self, new: Phase) -> None:
         if new not in TRANSITIONS[self.phase]:

@@ -135,6 +135,11 @@ class RequestParser:
     def close(self) -> None:
         self._dead = True
 
+    def release(self) -> None:
+        """The connection is over: drop llhttp, which refers back to this object (a cycle)."""
+        self._dead = True
+        self._parser = None
+
     # -- internals -------------------------------------------------------------------
     def _fail(self, status: int, reason: str) -> None:
         self._dead = True
@@ -299,6 +304,12 @@ class ResponseParser:
     @property
     def close_delimited(self) -> bool:
         return self._current is not None and self._current.body is BodyKind.CLOSE
+
+    def release(self) -> None:
+        """The connection is over: drop llhttp, which refers back to this object (a cycle)."""
+        self._dead = True
+        self._between = False
+        self._parser = None
 
     def expect(self, method: str) -> None:
         """The next response answers a request with this method."""

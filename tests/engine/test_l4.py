@@ -9,7 +9,7 @@ import os
 import pytest
 
 from adc.engine.listener import ListenError
-from tests.conftest import free_port
+from tests.conftest import free_port, no_adc_cycles
 
 
 def l4_config(port: int, servers: str, extra_pool: str = "", extra_vs: str = "", profile: str = "tcp") -> str:
@@ -55,6 +55,20 @@ async def test_random_bytes_both_ways_are_exact(appliance_factory, backends):
     writer.close()
     assert hashlib.sha256(down).hexdigest() == hashlib.sha256(payload_down).hexdigest()
     assert hashlib.sha256(received).hexdigest() == hashlib.sha256(payload_up).hexdigest()
+
+
+async def test_closed_sessions_leave_no_cycles(appliance_factory, backends):
+    backend = await backends()
+    port = free_port()
+    await appliance_factory(l4_config(port, f'{{ name = "a", address = "127.0.0.1:{backend.port}" }}'))
+    with no_adc_cycles():
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.sleep(0.2)
 
 
 async def test_half_close_client_first(appliance_factory, backends):

@@ -9,7 +9,7 @@ import random
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from tests.conftest import free_port
+from tests.conftest import free_port, no_adc_cycles
 from tests.engine.test_l7_http import config, read_response
 
 TOTAL_BYTES = 8 << 20  # per direction; keeps the test to a few seconds
@@ -92,3 +92,36 @@ async def test_websocket_off_route_gets_plain_http(appliance_factory):
         assert status in (400, 426)
         writer.close()
         assert appliance.stats.vs("web").upgrades_stripped == 1
+
+
+async def test_closed_connections_and_tunnels_leave_no_cycles(appliance_factory):
+    """Keep-alive requests, refused and accepted upgrades, tunnels closed by either side:
+    everything the appliance made for them is freed when they end, not by the collector."""
+
+    async def handler(ws):
+        async for message in ws:
+            await ws.send(message)
+            if message == b"bye":
+                await ws.close()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        backend_port = server.sockets[0].getsockname()[1]
+        port = free_port()
+        routes = '{ path_prefix = "/ws", websocket = true, pool = "web" }'
+        await appliance_factory(config(port, {"web": [backend_port]}, routes))
+        with no_adc_cycles():
+            for i in range(5):
+                async with connect(f"ws://127.0.0.1:{port}/ws/{i}") as ws:
+                    await ws.send(b"hello")
+                    assert await asyncio.wait_for(ws.recv(), 5) == b"hello"
+                    if i % 2:  # the real server ends the tunnel
+                        await ws.send(b"bye")
+                        await asyncio.wait_for(ws.recv(), 5)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                for _ in range(3):  # plain HTTP to the websocket server: it answers 426, the connection stays HTTP
+                    writer.write(b"GET /ws/x HTTP/1.1\r\nHost: a\r\n\r\n")
+                    status, _, _ = await read_response(reader)
+                    assert status == 426
+                writer.close()
+                await writer.wait_closed()
+            await asyncio.sleep(0.2)  # let both sides of every connection be reported lost

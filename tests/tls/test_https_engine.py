@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
 from adc.cli import main as adc_main
-from tests.conftest import free_port
+from tests.conftest import free_port, no_adc_cycles
 
 
 def client_ctx(pki, *, alpn=("http/1.1",), cert=None, max_version=None) -> ssl.SSLContext:
@@ -116,11 +116,14 @@ async def test_wss_to_tls_real_server_with_verification(appliance_factory, pki):
     server, bport = await echo_ws_server(server_context(pki.server))
     port = free_port()
     await appliance_factory(one_vs(port, bport, server_ssl_ca=pki.ca, extra=https_profile(pki)))
-    async with connect(f"wss://localhost:{port}/ws", ssl=client_ctx(pki), max_size=None) as ws:
-        for _ in range(20):
-            payload = os.urandom(4096)
-            await ws.send(payload)
-            assert await asyncio.wait_for(ws.recv(), 10) == payload
+    with no_adc_cycles():  # TLS on both sides, and yet a closed tunnel is freed at once
+        for _ in range(2):
+            async with connect(f"wss://localhost:{port}/ws", ssl=client_ctx(pki), max_size=None) as ws:
+                for _ in range(20):
+                    payload = os.urandom(4096)
+                    await ws.send(payload)
+                    assert await asyncio.wait_for(ws.recv(), 10) == payload
+        await asyncio.sleep(0.2)
     server.close()
 
 
