@@ -185,7 +185,7 @@ class _Side(asyncio.Protocol):
         # nothing calls a lost side again: drop the references back (transport, relay) so
         # that a closed tunnel is freed at once, without waiting for the cycle collector
         self.transport = self.out = None
-        if relay.closed:
+        if relay.closed:  # else Relay.close() drops it
             del self.relay
 
 
@@ -401,7 +401,8 @@ class Relay:
         for side in (self.client, self.server):
             t = side.transport
             if side.lost:
-                del side.relay  # see _Side.connection_lost
+                if t is None:  # its connection_lost has returned; see there
+                    del side.relay
             elif t is not None:
                 if abort:
                     t.abort()

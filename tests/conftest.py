@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import socket
 import textwrap
 from pathlib import Path
@@ -35,6 +36,30 @@ def websockets_without_write_eof():
     Connection.send_data = send_websocket_data  # type: ignore[method-assign]
     yield
     Connection.send_data = original  # type: ignore[method-assign]
+
+
+class _LoopErrors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_exceptions_in_callbacks():
+    """An exception raised in a protocol callback or a timer only reaches the event loop's
+    exception handler, which logs it: fail the test that caused it."""
+    handler = _LoopErrors()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    errors = [r.getMessage() + (f": {r.exc_info[1]!r}" if r.exc_info else "") for r in handler.records]
+    assert not errors, f"exceptions reached the event loop: {errors}"
 
 
 @contextlib.contextmanager
