@@ -268,8 +268,7 @@ class Exchange:
                 self._out.append(Count("response_framing_violation"))
                 break
             self._on_server_event(req, event)
-        if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
-            self._pump()
+        self._pump_if_waiting()
         return self._flush()
 
     def server_connected(self, reused: bool = False, set_cookie: bytes | None = None) -> list[Action]:
@@ -289,8 +288,7 @@ class Exchange:
             self._request_sent(req)
         else:
             self._enter(Phase.FORWARD_REQUEST)
-        if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
-            self._pump()
+        self._pump_if_waiting()
         return self._flush()
 
     def server_failed(self, reason: str = "no real server available", status: int = 503) -> list[Action]:
@@ -397,6 +395,11 @@ class Exchange:
             self._pump()
         return self._flush()
 
+    def _pump_if_waiting(self) -> None:
+        """`_pump`, unless it has nothing to do (no queued events, nothing paused or held)."""
+        if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
+            self._pump()
+
     def _pump(self) -> None:
         started = 0
         while self._queue and self.phase not in (Phase.TUNNEL, Phase.CLOSING):
@@ -465,7 +468,8 @@ class Exchange:
     def _start_request(self, head: RequestHead) -> None:
         match = self.router.match(head.host, head.method, head.path)
         route = match.route
-        facts = AccessFacts(head.method, head.target.decode("latin-1"), head.host, head.version, match.label or match.describe(), match.pool)
+        label = match.label or match.describe()
+        facts = AccessFacts(head.method, head.target.decode("latin-1"), head.host, head.version, label, match.pool)
         req = _Request(head, match, facts)
         self._req = req
         req.websocket_allowed = self.profile.websocket if route is None or route.websocket is None else route.websocket
