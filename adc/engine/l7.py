@@ -322,7 +322,7 @@ class ClientProtocol(asyncio.Protocol):
         self.high_water = max(1, self.profile.buffer_bytes)
         self.idle = idle_connections(self.engine)
         self.request_server: ServerProtocol | None = None  # serves the current request (for its counters)
-        # bytes produced by one batch of actions, written with one writelines() each side
+        # bytes produced by one batch of actions, written with one write each side (see _write)
         self.to_client: list[bytes] = []
         self.to_server: list[bytes] = []
 
