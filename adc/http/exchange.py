@@ -30,7 +30,7 @@ from adc.http.headers import (
     strip_hop_by_hop,
     without,
 )
-from adc.http.parser import RequestParser, ResponseParser
+from adc.http.parser import RequestParser, ResponseParser, Sink
 from adc.http.responses import build_response, reason_phrase
 from adc.http.routing import RouteMatch, Router
 from adc.http.upgrade import asks_upgrade, asks_websocket, check_websocket_request, may_tunnel
@@ -205,7 +205,7 @@ class Exchange:
 
     __slots__ = (
         "profile", "router", "client_ip", "scheme", "phase", "_parser", "_rparser", "_queue",
-        "_req", "_paused", "_client_eof", "_server_reused", "_out", "stalled",
+        "_req", "_paused", "_client_eof", "_server_reused", "_out", "stalled", "_batch", "_serving",
     )
 
     def __init__(self, profile: Profile, router: Router, client_ip: str, scheme: str = "http") -> None:
@@ -214,9 +214,20 @@ class Exchange:
         self.client_ip = client_ip
         self.scheme = scheme
         self.phase = Phase.READ_HEAD
-        self._parser = RequestParser(profile.max_request_line, profile.max_header_bytes, profile.max_headers)
-        self._rparser = ResponseParser(profile.max_header_bytes, profile.max_headers)
+        # The parsers report straight to the methods below; an event that cannot be
+        # handled yet (a pipelined request, body bytes before the server is connected)
+        # waits in `_queue` and `_pump` takes it up when it can.
+        self._parser = RequestParser(
+            profile.max_request_line, profile.max_header_bytes, profile.max_headers,
+            sink=Sink(self._request_head, self._request_body, self._request_end, self._request_malformed),
+        )
+        self._rparser = ResponseParser(
+            profile.max_header_bytes, profile.max_headers,
+            sink=Sink(self._response_head, self._response_body, self._response_end, self._response_malformed),
+        )
         self._queue: deque[Event] = deque()
+        self._batch = 0  # requests started by the current input (see MAX_REQUESTS_PER_BATCH)
+        self._serving: _Request | None = None  # the request whose response is being parsed
         self._req: _Request | None = None
         self._paused = False
         self._client_eof = False
@@ -225,9 +236,14 @@ class Exchange:
         self.stalled = False  # pipelined requests wait for proceed()
 
     def release(self) -> None:
-        """The client connection is gone or tunnelled: free the parsers (no HTTP code runs any more)."""
+        """The client connection is gone or tunnelled: free the parsers (no HTTP code runs any more).
+
+        The parsers refer back to this exchange through their sinks; releasing them
+        breaks that cycle so reference counting frees the connection.
+        """
         self._parser.release()
         self._rparser.release()
+        self._serving = None
 
     # -- state ---------------------------------------------------------------------------------
     def _enter(self, new: Phase) -> None:
@@ -244,8 +260,8 @@ class Exchange:
     def receive_client(self, data: bytes) -> list[Action]:
         if self.phase in (Phase.TUNNEL, Phase.CLOSING):
             return []
-        self._queue.extend(self._parser.receive_data(data))
-        self._pump()
+        self._parser.feed(data)
+        self._pump_if_waiting()
         return self._flush()
 
     def receive_server(self, data: bytes) -> list[Action]:
@@ -256,18 +272,8 @@ class Exchange:
         if req is None or phase is Phase.CONNECT or phase is Phase.READ_HEAD:
             raise AssertionError(f"server bytes in phase {self.phase.name}")
         req.server_byte_seen = True
-        for event in self._rparser.receive_data(data):
-            if self.phase is Phase.TUNNEL or self.phase is Phase.CLOSING:
-                break
-            if self._req is not req:
-                # The response already ended: more from this server (a second response,
-                # junk after a 204...) means it cannot be trusted with another request.
-                for action in self._out:
-                    if isinstance(action, ReleaseServer):
-                        action.reusable = False
-                self._out.append(Count("response_framing_violation"))
-                break
-            self._on_server_event(req, event)
+        self._serving = req
+        self._rparser.feed(data)
         self._pump_if_waiting()
         return self._flush()
 
@@ -307,8 +313,8 @@ class Exchange:
         req = self._req
         if req is None or self.phase in (Phase.TUNNEL, Phase.CLOSING, Phase.READ_HEAD, Phase.CONNECT):
             return self._flush()
-        for event in self._rparser.eof():
-            self._on_server_event(req, event)
+        self._serving = req
+        self._rparser.eof()
         if self._req is req and self.phase not in (Phase.TUNNEL, Phase.CLOSING, Phase.READ_HEAD):
             if (
                 not req.server_byte_seen
@@ -400,22 +406,68 @@ class Exchange:
         if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
             self._pump()
 
+    # -- request events, as the parser reports them ---------------------------------------
+    # Each is handled at once when nothing waits before it, else queued for _pump.
+    def _request_head(self, head: RequestHead) -> None:
+        if self._queue or self._req is not None or self.phase is not Phase.READ_HEAD or not self._may_start():
+            self._queue.append(head)
+            return
+        self._start_request(head)
+
+    def _may_start(self) -> bool:
+        """Another request may start in this input.
+
+        Answers the appliance makes itself (routes with respond, 404) come out at once:
+        bound how many one input can produce, so a client that pipelines and never
+        reads costs bounded memory. The driver calls proceed() once the client has
+        taken what was written.
+        """
+        if self.stalled:
+            return False
+        if self._batch >= MAX_REQUESTS_PER_BATCH:
+            self.stalled = True
+            return False
+        self._batch += 1
+        return True
+
+    def _request_body(self, data: bytes) -> None:
+        req = self._req
+        if self._queue or req is None or (self.phase is Phase.CONNECT and not req.answered):
+            self._queue.append(Body(data))  # body bytes wait for the server connection
+            return
+        self._on_request_body(req, data)
+
+    def _request_end(self, trailers: Headers) -> None:
+        req = self._req
+        if (
+            self._queue
+            or req is None
+            or (self.phase is Phase.CONNECT and not req.answered and req.head.body is BodyKind.CHUNKED)
+        ):
+            self._queue.append(EndOfMessage(trailers))
+            return
+        self._on_request_end(req, trailers)
+
+    def _request_malformed(self, status: int, reason: str) -> None:
+        req = self._req
+        if self._queue or (req is not None and req.complete):
+            self._queue.append(Malformed(status, reason))  # belongs to a later request: answer in order
+            return
+        if self.phase is Phase.TUNNEL or self.phase is Phase.CLOSING:
+            return
+        if req is None:
+            self._answer(status, reason, server=False, close=True)
+        else:
+            self._abort(reason, status=status)
+
     def _pump(self) -> None:
-        started = 0
+        """Take up queued request events while they can be handled, then pause or resume the client."""
         while self._queue and self.phase not in (Phase.TUNNEL, Phase.CLOSING):
             event = self._queue[0]
             req = self._req
             if isinstance(event, RequestHead):
-                if req is not None or self.phase is not Phase.READ_HEAD:
+                if req is not None or self.phase is not Phase.READ_HEAD or not self._may_start():
                     break
-                if started >= MAX_REQUESTS_PER_BATCH:
-                    # Answers the appliance makes itself (routes with respond, 404) come
-                    # out at once: bound how many one read can produce, so a client that
-                    # pipelines and never reads costs bounded memory. The driver calls
-                    # proceed() once the client has taken what was written.
-                    self.stalled = True
-                    break
-                started += 1
                 self._queue.popleft()
                 self._start_request(event)
             elif isinstance(event, Malformed):
@@ -441,7 +493,10 @@ class Exchange:
                         self._abort(last.reason, status=last.status)
                     break  # body bytes wait for the server connection
                 self._queue.popleft()
-                self._request_event(req, event)
+                if isinstance(event, Body):
+                    self._on_request_body(req, event.data)
+                else:
+                    self._on_request_end(req, event.trailers)  # type: ignore[union-attr]
         if self.phase in (Phase.TUNNEL, Phase.CLOSING):
             return
         if self._client_eof and self._req is None and not self._queue and self.phase is Phase.READ_HEAD:
@@ -455,7 +510,7 @@ class Exchange:
             and not (self._req is not None and self._req.websocket)
         ):
             # Not a tunnel candidate: the bytes after it are plain HTTP.
-            self._queue.extend(self._parser.resume())
+            self._parser.resume()
             self._pump()
             return
         if want_pause and not self._paused:
@@ -536,30 +591,27 @@ class Exchange:
         )
         return serialize(start[:-2], headers)
 
-    def _request_event(self, req: _Request, event: Event) -> None:
-        chunked = req.head.body is BodyKind.CHUNKED
-        if isinstance(event, Body):
-            req.facts.bytes_in += len(event.data)
-            if req.answered:
-                return
-            limit = self.profile.max_body_bytes
-            if limit and req.facts.bytes_in > limit:  # chunked: the size is known only as it arrives
-                self._abort(f"request body is over max_body_bytes ({limit})", status=413)
-                return
-            req.sent_body = True
-            if chunked:
-                data = event.data
-                _chunk(self._out, SendToServer, data)
-            else:
-                self._out.append(SendToServer(event.data))
+    def _on_request_body(self, req: _Request, data: bytes) -> None:
+        req.facts.bytes_in += len(data)
+        if req.answered:
             return
-        assert isinstance(event, EndOfMessage)
+        limit = self.profile.max_body_bytes
+        if limit and req.facts.bytes_in > limit:  # chunked: the size is known only as it arrives
+            self._abort(f"request body is over max_body_bytes ({limit})", status=413)
+            return
+        req.sent_body = True
+        if req.head.body is BodyKind.CHUNKED:
+            _chunk(self._out, SendToServer, data)
+        else:
+            self._out.append(SendToServer(data))
+
+    def _on_request_end(self, req: _Request, trailers: Headers) -> None:
         req.complete = True
         if req.answered:
             self._finish_answered(req)
             return
-        if chunked:
-            self._out.append(SendToServer(serialize(_LAST_CHUNK[:-2], event.trailers)))
+        if req.head.body is BodyKind.CHUNKED:
+            self._out.append(SendToServer(serialize(_LAST_CHUNK[:-2], trailers)))
         if self.phase is Phase.FORWARD_REQUEST:
             self._request_sent(req)
         # CONNECT: server_connected moves on; FORWARD_RESPONSE: an early answer is
@@ -569,31 +621,64 @@ class Exchange:
         self._enter(Phase.UPGRADE_PENDING if req.websocket else Phase.READ_RESPONSE_HEAD)
 
     # -- server side -----------------------------------------------------------------------
-    def _on_server_event(self, req: _Request, event: Event) -> None:
-        cls = event.__class__
-        if cls is Body:
-            if self.phase is not Phase.FORWARD_RESPONSE:
-                raise AssertionError(f"response body in phase {self.phase.name}")
-            data = event.data  # type: ignore[union-attr]
-            req.facts.bytes_out += len(data)
-            if req.dechunk or req.response is None or req.response.body is not BodyKind.CHUNKED:
-                self._out.append(SendToClient(data))
-            else:
-                _chunk(self._out, SendToClient, data)
-        elif cls is ResponseHead:
-            self._on_response_head(req, event)  # type: ignore[arg-type]
-        elif cls is EndOfMessage:
-            response = req.response
-            if response is None or self.phase is not Phase.FORWARD_RESPONSE:
-                raise AssertionError(f"end of response in phase {self.phase.name}")
-            if response.body is BodyKind.CHUNKED and not req.dechunk:
-                trailers = strip_hop_by_hop(event.trailers)  # type: ignore[union-attr]
-                self._out.append(SendToClient(serialize(_LAST_CHUNK[:-2], trailers)))
-            # An early answer (request incomplete) was sent with Connection: close.
-            self._finish_response(req)
+    # -- response events, as the parser reports them ---------------------------------------
+    def _stray(self) -> bool:
+        """A response event that does not belong to the request being answered.
+
+        After the response ended, more from the server (a second response, junk after a
+        204...) means the connection cannot be trusted with another request; nothing
+        more it sent is parsed.
+        """
+        if self._req is self._serving:
+            return False
+        self._rparser.close()
+        if self.phase is not Phase.TUNNEL and self.phase is not Phase.CLOSING:
+            for action in self._out:
+                if isinstance(action, ReleaseServer):
+                    action.reusable = False
+            self._out.append(Count("response_framing_violation"))
+        return True
+
+    def _response_head(self, resp: ResponseHead) -> None:
+        if self._stray():
+            return
+        req = self._req
+        assert req is not None
+        self._on_response_head(req, resp)
+
+    def _response_body(self, data: bytes) -> None:
+        if self._stray():
+            return
+        req = self._req
+        assert req is not None
+        if self.phase is not Phase.FORWARD_RESPONSE:
+            raise AssertionError(f"response body in phase {self.phase.name}")
+        req.facts.bytes_out += len(data)
+        response = req.response
+        if req.dechunk or response is None or response.body is not BodyKind.CHUNKED:
+            self._out.append(SendToClient(data))
         else:
-            assert isinstance(event, Malformed)
-            self._fail_server(req, event.reason, status=event.status)
+            _chunk(self._out, SendToClient, data)
+
+    def _response_end(self, trailers: Headers) -> None:
+        if self._stray():
+            return
+        req = self._req
+        assert req is not None
+        response = req.response
+        if response is None or self.phase is not Phase.FORWARD_RESPONSE:
+            raise AssertionError(f"end of response in phase {self.phase.name}")
+        if response.body is BodyKind.CHUNKED and not req.dechunk:
+            self._out.append(SendToClient(serialize(_LAST_CHUNK[:-2], strip_hop_by_hop(trailers))))
+        # An early answer (request incomplete) was sent with Connection: close.
+        self._finish_response(req)
+
+    def _response_malformed(self, status: int, reason: str) -> None:
+        if self._stray():
+            return
+        req = self._req
+        assert req is not None
+        self._fail_server(req, reason, status=status)
 
     def _on_response_head(self, req: _Request, resp: ResponseHead) -> None:
         if self.phase not in (Phase.FORWARD_REQUEST, Phase.READ_RESPONSE_HEAD, Phase.UPGRADE_PENDING):
@@ -743,5 +828,6 @@ class Exchange:
         self._answer(status, reason, server=False, close=True)
 
     def _flush(self) -> list[Action]:
+        self._batch = 0
         out, self._out = self._out, []
         return out

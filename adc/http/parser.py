@@ -13,11 +13,18 @@ Two llhttp properties shape this module:
 - The response parser cannot be told that a response answers HEAD; it would wait
   for the body its Content-Length announces. `ResponseParser.expect("HEAD")`
   therefore splits heads itself and parses each with a fresh llhttp parser.
+
+Events go to a sink as llhttp reports them (`head`, `body`, `end`, `malformed`
+callables), so the Layer-7 exchange handles a message without an event list in
+between. Without a sink, a parser collects `Event` values and `receive_data`
+returns them.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import httptools
 
@@ -27,6 +34,33 @@ from adc.http.headers import index_headers
 
 MAX_HELD_BYTES = 256 * 1024  # bytes kept after an upgrade request until the answer
 _HEAD_END = b"\r\n\r\n"
+
+
+class Sink(NamedTuple):
+    """Where a parser's events go, as they happen."""
+
+    head: Callable[[Any], None]  # a RequestHead or ResponseHead
+    body: Callable[[bytes], None]
+    end: Callable[[Headers], None]  # the trailers
+    malformed: Callable[[int, str], None]  # the answer to give, and why
+
+
+def collector(events: list[Event]) -> Sink:
+    """A sink that appends `Event` values to `events`."""
+    append = events.append
+    return Sink(
+        append,
+        lambda data: append(Body(data)),
+        lambda trailers: append(EndOfMessage(trailers)),
+        lambda status, reason: append(Malformed(status, reason)),
+    )
+
+
+_NO_TRAILERS: Headers = []  # shared "none"; a message with trailers gets its own list (never mutated)
+
+
+def _dropped(*args: Any) -> None:
+    """The sink of a released parser."""
 
 
 class _Stop(Exception):
@@ -61,12 +95,13 @@ def _host_only(value: bytes) -> str:
 
 
 class RequestParser:
-    """Client bytes in, request events out."""
+    """Client bytes in, request events out (to `sink`, or collected by `receive_data`)."""
 
     __slots__ = (
         "_parser", "_events", "_url", "_headers", "_trailers", "_in_head", "_head_bytes",
         "_header_bytes", "_dead", "_held", "_held_size", "upgrade_held", "_begun", "_completed",
         "max_request_line", "max_header_bytes", "max_headers", "max_held_bytes",
+        "_on_head", "_on_body", "_on_end", "_on_malformed",
     )
 
     def __init__(
@@ -75,12 +110,14 @@ class RequestParser:
         max_header_bytes: int = 32 * 1024,
         max_headers: int = 100,
         max_held_bytes: int = MAX_HELD_BYTES,
+        sink: Sink | None = None,
     ) -> None:
         self.max_request_line = max_request_line
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
         self.max_held_bytes = max_held_bytes
         self._events: list[Event] = []
+        self._on_head, self._on_body, self._on_end, self._on_malformed = sink or collector(self._events)
         self._dead = False
         self._held: list[bytes] = []
         self._held_size = 0
@@ -104,19 +141,26 @@ class RequestParser:
         return self._in_head
 
     # -- public API -------------------------------------------------------------------
-    def receive_data(self, data: bytes) -> list[Event]:
+    def feed(self, data: bytes) -> None:
+        """Parse `data`; events go to the sink as they are found."""
         if self._dead:
-            return []
+            return
         if self.upgrade_held:
             self._held.append(data)
             self._held_size += len(data)
             if self._held_size > self.max_held_bytes:
                 self._fail(400, "too much data after an upgrade request")
-                events, self._events = self._events, []
-                return events
-            return []
+            return
         self._feed(data)
-        events, self._events = self._events, []
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """`feed`, returning the events collected (a parser made without a sink)."""
+        self.feed(data)
+        return self._collected()
+
+    def _collected(self) -> list[Event]:
+        events = self._events[:]
+        self._events.clear()
         return events
 
     def take_held(self) -> bytes:
@@ -126,24 +170,29 @@ class RequestParser:
         return held
 
     def resume(self) -> list[Event]:
-        """The upgrade did not happen: parse the held bytes with a fresh parser."""
+        """The upgrade did not happen: parse the held bytes with a fresh parser (events as `receive_data`)."""
         held = b"".join(self._held)
         self._held, self._held_size, self.upgrade_held = [], 0, False
         self._fresh()
-        return self.receive_data(held) if held else []
+        if held:
+            self.feed(held)
+        return self._collected()
 
     def close(self) -> None:
+        """Report nothing more (the rest of the bytes being parsed included)."""
         self._dead = True
 
     def release(self) -> None:
-        """The connection is over: drop llhttp, which refers back to this object (a cycle)."""
+        """The connection is over: drop llhttp and the sink, which refer back to this object or its owner."""
         self._dead = True
         self._parser = None
+        self._on_head = self._on_body = self._on_end = self._on_malformed = _dropped
 
     # -- internals -------------------------------------------------------------------
     def _fail(self, status: int, reason: str) -> None:
-        self._dead = True
-        self._events.append(Malformed(status, reason))
+        if not self._dead:
+            self._dead = True
+            self._on_malformed(status, reason)
 
     def _feed(self, data: bytes) -> None:
         begun, completed = self._begun, self._completed
@@ -187,7 +236,6 @@ class RequestParser:
         self._begun += 1
         self._url = b""
         self._headers = HeaderList()
-        self._trailers = []
         self._in_head = True
         self._head_bytes = 0
         self._header_bytes = 0
@@ -205,6 +253,8 @@ class RequestParser:
             if self._header_bytes + len(self._url) > self.max_header_bytes:
                 raise _Stop(431, "request head too large")
             return
+        if not self._trailers:
+            self._trailers = []
         self._trailers.append((name, value))
         self._header_bytes += len(name) + len(value) + 4
         if len(self._trailers) > self.max_headers or self._header_bytes > self.max_header_bytes:
@@ -212,6 +262,8 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._dead:
+            return
         p = self._parser
         version = p.get_http_version()
         if version != "1.1" and version != "1.0":
@@ -249,32 +301,39 @@ class RequestParser:
                 if not authority or _host_only(authority) != host_name:
                     raise _Stop(400, "Host does not match the request target")
             path = _split_target(url)
-        self._events.append(
-            RequestHead(method, url, version, headers, p.should_keep_alive(), kind, length, path, host_name)
-        )
+        self._on_head(RequestHead(method, url, version, headers, p.should_keep_alive(), kind, length, path, host_name))
 
     def on_body(self, body: bytes) -> None:
-        self._events.append(Body(body))
+        if not self._dead:
+            self._on_body(body)
 
     def on_message_complete(self) -> None:
         self._completed += 1
-        self._events.append(EndOfMessage(self._trailers))
-        self._trailers = []
+        if self._dead:
+            return
+        trailers, self._trailers = self._trailers, _NO_TRAILERS
+        self._on_end(trailers)
 
 
 class ResponseParser:
-    """Server bytes in, response events out, for one request at a time (`expect`)."""
+    """Server bytes in, response events out, for one request at a time (`expect`).
+
+    A 101 head reaches the sink only once the parser has stopped and the bytes after
+    it are known (`leftover`), so a tunnel can take them.
+    """
 
     __slots__ = (
         "_parser", "_events", "_headers", "_trailers", "_in_head", "_head_bytes", "_header_bytes",
         "_method", "_current", "_reason", "_dead", "_head_only", "_head_buf", "leftover", "upgraded",
-        "_between", "max_header_bytes", "max_headers",
+        "_between", "_final", "_switching", "max_header_bytes", "max_headers",
+        "_on_head", "_on_body", "_on_end", "_on_malformed",
     )
 
-    def __init__(self, max_header_bytes: int = 32 * 1024, max_headers: int = 100) -> None:
+    def __init__(self, max_header_bytes: int = 32 * 1024, max_headers: int = 100, sink: Sink | None = None) -> None:
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
         self._events: list[Event] = []
+        self._on_head, self._on_body, self._on_end, self._on_malformed = sink or collector(self._events)
         self._dead = False
         self._method = "GET"
         self._head_only = False
@@ -282,7 +341,9 @@ class ResponseParser:
         self.leftover = b""  # server bytes after a 101 head
         self.upgraded = False
         self._current: ResponseHead | None = None
+        self._switching: ResponseHead | None = None  # a 101 head, reported when parsing stops
         self._between = False  # llhttp sits cleanly between two responses: it can be reused
+        self._final = False  # a final (non-interim) head was parsed
         self._fresh()
 
     def _fresh(self) -> None:
@@ -305,11 +366,16 @@ class ResponseParser:
     def close_delimited(self) -> bool:
         return self._current is not None and self._current.body is BodyKind.CLOSE
 
-    def release(self) -> None:
-        """The connection is over: drop llhttp, which refers back to this object (a cycle)."""
+    def close(self) -> None:
+        """Report nothing more (the rest of the bytes being parsed included) until `expect`."""
         self._dead = True
         self._between = False
+
+    def release(self) -> None:
+        """The connection is over: drop llhttp and the sink, which refer back to this object or its owner."""
+        self.close()
         self._parser = None
+        self._on_head = self._on_body = self._on_end = self._on_malformed = _dropped
 
     def expect(self, method: str) -> None:
         """The next response answers a request with this method."""
@@ -323,35 +389,52 @@ class ResponseParser:
         self.leftover = b""
         self._fresh()
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def feed(self, data: bytes) -> None:
+        """Parse `data`; events go to the sink as they are found."""
         if self._dead:
-            return []
+            return
         if self.upgraded:
             self.leftover += data
-            return []
+            return
         if self._head_only:
             self._receive_head_only(data)
         else:
             self._feed(data)
-        events, self._events = self._events, []
-        return events
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """`feed`, returning the events collected (a parser made without a sink)."""
+        self.feed(data)
+        return self._collected()
 
     def eof(self) -> list[Event]:
         """The server closed: ends a close-delimited body, else reports truncation."""
-        if self._dead:
-            return []
-        self._dead = True
-        if self.close_delimited:
-            self._current = None
-            return [EndOfMessage()]
-        if self.in_message:
-            return [Malformed(502, "real server closed in the middle of a response")]
-        return []
+        if not self._dead:
+            self._dead = True
+            if self.close_delimited:
+                self._current = None
+                self._on_end(_NO_TRAILERS)
+            elif self.in_message:
+                self._on_malformed(502, "real server closed in the middle of a response")
+        return self._collected()
 
     # -- internals -------------------------------------------------------------------
+    def _collected(self) -> list[Event]:
+        events = self._events[:]
+        self._events.clear()
+        return events
+
     def _fail(self, status: int, reason: str) -> None:
+        if self._dead:
+            return
         self._dead = True
-        self._events.append(Malformed(status, reason))
+        switching = self._switching
+        if switching is not None:
+            # llhttp refuses to go on after a 101 it does not take for an upgrade; the
+            # exchange judges the 101 itself (and answers 502), the error adds nothing
+            self._switching = None
+            self._on_head(switching)
+            return
+        self._on_malformed(status, reason)
 
     def _receive_head_only(self, data: bytes) -> None:
         buf = self._head_buf
@@ -365,18 +448,17 @@ class ResponseParser:
             head = bytes(buf[: end + 4])
             del buf[: end + 4]
             self._fresh()
-            before = len(self._events)
+            self._final = False
             self._feed(head)
-            if self._dead or self.upgraded:
-                return
-            final = any(isinstance(e, ResponseHead) and not e.interim for e in self._events[before:])
-            if not final:  # an interim head (100, 103...): the final one follows
-                continue
+            if self._dead or self.upgraded or not self._final:
+                if self._dead or self.upgraded:
+                    return
+                continue  # an interim head (100, 103...): the final one follows
             # A final answer to HEAD is complete at the end of its head.
             self._head_only = False
             if self._current is not None:
                 self._current = None
-                self._events.append(EndOfMessage())
+                self._on_end(_NO_TRAILERS)
         if not self._head_only and buf and not self._dead:
             rest = bytes(buf)
             buf.clear()
@@ -402,12 +484,17 @@ class ResponseParser:
                 self._head_bytes += len(data)
                 if self._head_bytes > self.max_header_bytes:
                     self._fail(502, "response head too large")
+        switching = self._switching
+        if switching is not None:
+            self._switching = None
+            if not self.upgraded:  # no tunnel can follow: nothing after it is parsed
+                self._dead = True
+            self._on_head(switching)
 
     # -- llhttp callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._between = False
         self._headers = HeaderList()
-        self._trailers = []
         self._reason = b""
         self._in_head = True
         self._head_bytes = 0
@@ -420,13 +507,20 @@ class ResponseParser:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # the byte bound keeps memory bounded; the count is checked at the end of the head
-        (self._headers if self._in_head else self._trailers).append((name, value))
+        if self._in_head:
+            self._headers.append((name, value))
+        else:
+            if not self._trailers:
+                self._trailers = []
+            self._trailers.append((name, value))
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.max_header_bytes:
             raise _Stop(502, "response head too large")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._dead or self._switching is not None:
+            return
         p = self._parser
         version = p.get_http_version()
         status = p.get_status_code()
@@ -450,18 +544,27 @@ class ResponseParser:
         head = ResponseHead(
             status, self._reason, version, headers, p.should_keep_alive() and violation is None, kind, length, violation
         )
-        self._current = None if head.interim else head
-        self._events.append(head)
+        if status == 101:
+            self._switching = head
+            return
+        if head.interim:
+            self._current = None
+        else:
+            self._current = head
+            self._final = True
+        self._on_head(head)
 
     def on_body(self, body: bytes) -> None:
-        self._events.append(Body(body))
+        if not self._dead and self._switching is None:
+            self._on_body(body)
 
     def on_message_complete(self) -> None:
         if len(self._trailers) > self.max_headers:
             raise _Stop(502, "response head too large")
+        trailers, self._trailers = self._trailers, _NO_TRAILERS
         if self._current is not None:
             self._current = None
-            self._events.append(EndOfMessage(self._trailers))
             # reusable only when llhttp expects another message on this connection
             self._between = not self._head_only and self._parser.should_keep_alive()
-        self._trailers = []
+            if not self._dead:
+                self._on_end(trailers)
