@@ -289,6 +289,7 @@ class ClientProtocol(asyncio.Protocol):
         "loop", "timer", "client_activity", "server_activity", "head_started", "hold", "backpressure",
         "writing_paused", "closed", "relay", "queue", "running", "request_started", "tunnel_started",
         "tunnel_facts", "tunnel_rs", "counted", "high_water", "request_server", "to_client", "to_server", "idle",
+        "ip_context", "timer_at", "min_wait",
     )
 
     def __init__(self, vs: "VirtualServerRuntime") -> None:
@@ -303,6 +304,10 @@ class ClientProtocol(asyncio.Protocol):
         self.client = "-"
         self.loop = asyncio.get_running_loop()
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  # when `timer` fires
+        # the shortest of the timeouts that count from activity (see _arm)
+        self.min_wait = min((t for t in (self.profile.timeout_client, self.profile.timeout_server) if t > 0),
+                            default=float("inf"))
         now = self.loop.time()
         self.client_activity = now
         self.server_activity = now
@@ -321,6 +326,7 @@ class ClientProtocol(asyncio.Protocol):
         self.tunnel_rs: RealServerRuntime | None = None
         self.high_water = max(1, self.profile.buffer_bytes)
         self.idle = idle_connections(self.engine)
+        self.ip_context: PickContext | None = None  # what a pick by client address needs, made once
         self.request_server: ServerProtocol | None = None  # serves the current request (for its counters)
         # bytes produced by one batch of actions, written with one write each side (see _write)
         self.to_client: list[bytes] = []
@@ -413,11 +419,19 @@ class ClientProtocol(asyncio.Protocol):
             try:
                 handlers = _HANDLERS
                 for action in actions:
-                    handlers[action.__class__](self, action)
+                    cls = action.__class__
+                    if cls is SendToServer:  # the most frequent action, inline
+                        self.to_server.append(action.data)  # type: ignore[union-attr]
+                    else:
+                        handlers[cls](self, action)
                 queue = self.queue
                 while queue:
                     action = queue.popleft()
-                    handlers[action.__class__](self, action)
+                    cls = action.__class__
+                    if cls is SendToServer:
+                        self.to_server.append(action.data)  # type: ignore[union-attr]
+                    else:
+                        handlers[cls](self, action)
                 self._flush_writes()
             finally:
                 self.running = False
@@ -515,7 +529,12 @@ class ClientProtocol(asyncio.Protocol):
     def _pick_context(self, action: OpenServer, pool: "PoolRuntime") -> PickContext:
         request = action.request
         headers = request.headers
-        if not pool.reads_request:  # round-robin, least-conn...: no header or cookie lookups
+        if not pool.reads_target:  # round-robin, least-conn, source hash...: the client address is enough
+            ctx = self.ip_context
+            if ctx is None:
+                ctx = self.ip_context = PickContext(self.client_ip)
+            return ctx
+        if not pool.reads_request:  # no header or cookie lookups
             return PickContext(client_ip=self.client_ip, uri=request.target.decode("latin-1"), host=request.host)
 
         def header(name: str) -> str | None:
@@ -656,15 +675,23 @@ class ClientProtocol(asyncio.Protocol):
     def _arm(self) -> None:
         if self.closed or self.relay is not None:
             return
+        if self.timer is not None and self.timer_at <= self.client_activity + self.min_wait:
+            # Every deadline but a request head's comes at least min_wait after the
+            # last client activity, so the pending timer fires first (and re-arms lazily).
+            ex = self.exchange
+            if ex is not None and not ex.head_in_progress:
+                return
         deadline = self._deadline()
-        timer = self.timer
         if deadline is None:
             return  # a pending timer finds nothing to do and is not re-armed
+        at = deadline[1]
+        timer = self.timer
         if timer is not None:
-            if timer.when() <= deadline[1]:
+            if self.timer_at <= at:
                 return  # fires first and re-arms lazily
             timer.cancel()
-        self.timer = self.loop.call_at(deadline[1], self._on_timer)
+        self.timer_at = at
+        self.timer = self.loop.call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:
         self.timer = None
@@ -673,6 +700,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         kind, at = deadline
         if self.loop.time() < at - 0.001:
+            self.timer_at = at
             self.timer = self.loop.call_at(at, self._on_timer)
             return
         self.vs.counters.timeouts += 1
@@ -758,10 +786,10 @@ class ClientProtocol(asyncio.Protocol):
         vs = self.vs
         conn = self.server or self.request_server  # the connection may already be released
         self.request_server = None
-        server_name = None
-        if conn is not None and conn.rs is not None:
-            server_name = conn.rs.name
-            count_request(facts.status, vs.counters, conn.pool.counters, conn.rs.counters)
+        self.head_started = None
+        rs = None if conn is None else conn.rs
+        if rs is not None:
+            count_request(facts.status, vs.counters, conn.pool.counters, rs.counters)  # type: ignore[union-attr]
         else:
             count_request(facts.status, vs.counters)
         if facts.upgrade is not None:
@@ -769,11 +797,12 @@ class ClientProtocol(asyncio.Protocol):
                 self.tunnel_facts = facts
             elif facts.upgrade == "declined":
                 vs.counters.upgrades_refused += 1
-        self.head_started = None
-        if not self.engine.access_log.enabled:
+        access_log = self.engine.access_log
+        if not access_log.enabled:
             self.request_started = time.monotonic()
             return
-        self.engine.access_log.log({
+        server_name = None if rs is None else rs.name
+        access_log.log({
             "kind": "http",
             "client": self.client,
             "vs": self.vs.name,

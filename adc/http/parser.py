@@ -98,7 +98,7 @@ class RequestParser:
     """Client bytes in, request events out (to `sink`, or collected by `receive_data`)."""
 
     __slots__ = (
-        "_parser", "_events", "_url", "_headers", "_trailers", "_in_head", "_head_bytes",
+        "_parser", "_events", "_url", "_headers", "_trailers", "in_head", "_head_bytes",
         "_header_bytes", "_dead", "_held", "_held_size", "upgrade_held", "_begun", "_completed",
         "max_request_line", "max_header_bytes", "max_headers", "max_held_bytes",
         "_on_head", "_on_body", "_on_end", "_on_malformed",
@@ -131,14 +131,9 @@ class RequestParser:
         self._url = b""
         self._headers: Headers = HeaderList()
         self._trailers: Headers = []
-        self._in_head = False
+        self.in_head = False  # a request head has begun and is not complete yet
         self._head_bytes = 0
         self._header_bytes = 0
-
-    @property
-    def in_head(self) -> bool:
-        """A request head has begun and is not complete yet."""
-        return self._in_head
 
     # -- public API -------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -218,7 +213,7 @@ class RequestParser:
         except httptools.HttpParserError as exc:
             self._fail(400, str(exc) or "malformed request")
         else:
-            if self._in_head:
+            if self.in_head:
                 # Bytes of a head still incomplete: count the whole chunk when it holds
                 # nothing but this head (it began earlier, or began this chunk with no
                 # earlier message ending in it); a chunk that also ends pipelined requests
@@ -236,7 +231,7 @@ class RequestParser:
         self._begun += 1
         self._url = b""
         self._headers = HeaderList()
-        self._in_head = True
+        self.in_head = True
         self._head_bytes = 0
         self._header_bytes = 0
 
@@ -246,7 +241,7 @@ class RequestParser:
             raise _Stop(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_head:
+        if self.in_head:
             self._headers.append((name, value))
             # the byte bound keeps memory bounded; the count is checked at the end of the head
             self._header_bytes += len(name) + len(value) + 4
@@ -261,7 +256,7 @@ class RequestParser:
             raise _Stop(431, "too many or too large trailers")
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self.in_head = False
         if self._dead:
             return
         p = self._parser

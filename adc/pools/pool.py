@@ -145,6 +145,10 @@ class PoolRuntime:
         self.reads_request = (config.persistence is not None and config.persistence.type == "cookie") or (
             config.method == "maglev" and config.hash_on.startswith(("header:", "cookie:"))
         )
+        # whether a pick looks at the request at all (its URI or Host); else the client address is enough
+        self.reads_target = self.reads_request or config.method == "uri-hash" or (
+            config.method == "maglev" and config.hash_on in ("uri", "host")
+        )
         # called with (server, result) when live traffic fails to connect; the health monitor hooks in here
         self.on_connect_failure: Callable[[RealServerRuntime, CheckResult], None] | None = None
         self._ramping: set[RealServerRuntime] = set()
