@@ -90,11 +90,14 @@ class IdleConnections:
             conns = self.by_server[conn.rs] = collections.deque()
         if len(conns) >= limit:
             return False
-        loop = asyncio.get_running_loop() if self.sweeper is None else None
         conn.idle = self
-        conn.idle_until = (time.monotonic() + timeout) if timeout > 0 else float("inf")
         conns.append(conn)
-        if timeout > 0:
+        if timeout <= 0:
+            conn.idle_until = float("inf")
+            return True
+        conn.idle_until = time.monotonic() + timeout
+        if self.sweeper is None or timeout < self.interval * 4:
+            loop = asyncio.get_running_loop() if self.sweeper is None else None
             interval = min(1.0, max(IDLE_SWEEP_MIN_SECONDS, timeout / 4))
             if loop is not None or interval < self.interval:
                 self.interval = min(self.interval, interval)

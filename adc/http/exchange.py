@@ -206,6 +206,7 @@ class Exchange:
     __slots__ = (
         "profile", "router", "client_ip", "scheme", "phase", "_parser", "_rparser", "_queue",
         "_req", "_paused", "_client_eof", "_server_reused", "_out", "stalled", "_batch", "_serving",
+        "_forwarding_tail",
     )
 
     def __init__(self, profile: Profile, router: Router, client_ip: str, scheme: str = "http") -> None:
@@ -228,6 +229,7 @@ class Exchange:
         self._queue: deque[Event] = deque()
         self._batch = 0  # requests started by the current input (see MAX_REQUESTS_PER_BATCH)
         self._serving: _Request | None = None  # the request whose response is being parsed
+        self._forwarding_tail: bytes | None = None  # what _server_head adds to a usual request
         self._req: _Request | None = None
         self._paused = False
         self._client_eof = False
@@ -568,11 +570,14 @@ class Exchange:
             and b"x-forwarded-proto" not in index
             and keeps_all(index)
         ):  # the usual request: its fields as received, then ours
-            tail = b"\r\n"
-            if profile.x_forwarded_proto:
-                tail = b"X-Forwarded-Proto: %s\r\n\r\n" % self.scheme.encode("ascii")
-            if profile.x_forwarded_for:
-                tail = b"X-Forwarded-For: %s\r\n%s" % (self.client_ip.encode("ascii"), tail)
+            tail = self._forwarding_tail
+            if tail is None:  # the same for every request of this connection
+                tail = b"\r\n"
+                if profile.x_forwarded_proto:
+                    tail = b"X-Forwarded-Proto: %s\r\n\r\n" % self.scheme.encode("ascii")
+                if profile.x_forwarded_for:
+                    tail = b"X-Forwarded-For: %s\r\n%s" % (self.client_ip.encode("ascii"), tail)
+                self._forwarding_tail = tail
             return b"%s%s%s" % (start, header_lines(head.headers), tail)
         keep: tuple[bytes, ...] = (b"upgrade", b"connection") if websocket else ()
         headers = strip_hop_by_hop(head.headers, keep)
