@@ -423,7 +423,10 @@ class ClientProtocol(asyncio.Protocol):
                 handlers = _HANDLERS
                 for action in actions:
                     cls = action.__class__
-                    if cls is SendToServer:  # the most frequent action, inline
+                    if cls is SendToClient:  # the most frequent actions, inline
+                        if not self.closed:
+                            self.to_client.append(action.data)  # type: ignore[union-attr]
+                    elif cls is SendToServer:
                         self.to_server.append(action.data)  # type: ignore[union-attr]
                     else:
                         handlers[cls](self, action)
@@ -431,7 +434,10 @@ class ClientProtocol(asyncio.Protocol):
                 while queue:
                     action = queue.popleft()
                     cls = action.__class__
-                    if cls is SendToServer:
+                    if cls is SendToClient:
+                        if not self.closed:
+                            self.to_client.append(action.data)  # type: ignore[union-attr]
+                    elif cls is SendToServer:
                         self.to_server.append(action.data)  # type: ignore[union-attr]
                     else:
                         handlers[cls](self, action)
@@ -470,12 +476,8 @@ class ClientProtocol(asyncio.Protocol):
         self.to_server.append(action.data)
 
     def _send_to_client(self, action: SendToClient) -> None:
-        if self.transport is not None and not self.closed:
+        if not self.closed:
             self.to_client.append(action.data)
-
-    def _do_open_server(self, action: OpenServer) -> None:
-        self._flush_writes()
-        self._open_server(action)
 
     def _do_release_server(self, action: ReleaseServer) -> None:
         self._flush_writes()
@@ -485,9 +487,6 @@ class ClientProtocol(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.to_client.append(action.data)
         self._count_answer(action.status, action.reason)
-
-    def _do_request_done(self, action: RequestDone) -> None:
-        self._request_done(action.facts)
 
     def _pause_client(self, action: PauseClient) -> None:
         self.hold = True
@@ -576,7 +575,7 @@ class ClientProtocol(asyncio.Protocol):
                     pool.take(first)
                     self._attach(conn)
                     assert self.exchange is not None
-                    self._run(self.exchange.server_connected(reused=True, set_cookie=_persistence_cookie(pool, first, ctx)))
+                    self._run(self.exchange.server_connected(reused=True, set_cookie=_persistence_cookie(pool, first, ctx) if pool.cookies is not None else None))
                     return
         self.open_task = self.loop.create_task(self._connect(action, pool, ctx, first))
 
@@ -605,7 +604,7 @@ class ClientProtocol(asyncio.Protocol):
             pool.drop(rs)
             return
         self._attach(conn)
-        self._run(self.exchange.server_connected(reused=False, set_cookie=_persistence_cookie(pool, rs, ctx)))
+        self._run(self.exchange.server_connected(reused=False, set_cookie=_persistence_cookie(pool, rs, ctx) if pool.cookies is not None else None))
 
     def _attach(self, conn: ServerProtocol) -> None:
         self.server = conn
@@ -785,7 +784,8 @@ class ClientProtocol(asyncio.Protocol):
         self._cleanup()
 
     # -- bookkeeping -------------------------------------------------------------------------------
-    def _request_done(self, facts: AccessFacts) -> None:
+    def _request_done(self, action: RequestDone) -> None:
+        facts = action.facts
         vs = self.vs
         conn = self.server or self.request_server  # the connection may already be released
         self.request_server = None
@@ -876,10 +876,10 @@ class ClientProtocol(asyncio.Protocol):
 _HANDLERS: dict[type, Any] = {
     SendToServer: ClientProtocol._send_to_server,
     SendToClient: ClientProtocol._send_to_client,
-    OpenServer: ClientProtocol._do_open_server,
+    OpenServer: ClientProtocol._open_server,
     ReleaseServer: ClientProtocol._do_release_server,
     Respond: ClientProtocol._respond,
-    RequestDone: ClientProtocol._do_request_done,
+    RequestDone: ClientProtocol._request_done,
     PauseClient: ClientProtocol._pause_client,
     ResumeClient: ClientProtocol._resume_client,
     CloseClient: ClientProtocol._close_client,

@@ -23,7 +23,6 @@ from adc.http.events import Body, BodyKind, EndOfMessage, Event, Malformed, Requ
 from adc.http.headers import (
     add_forwarding,
     get_all,
-    header_index,
     header_lines,
     keeps_all,
     serialize,
@@ -263,7 +262,8 @@ class Exchange:
         if self.phase in (Phase.TUNNEL, Phase.CLOSING):
             return []
         self._parser.feed(data)
-        self._pump_if_waiting()
+        if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
+            self._pump()
         return self._flush()
 
     def receive_server(self, data: bytes) -> list[Action]:
@@ -276,7 +276,8 @@ class Exchange:
         req.server_byte_seen = True
         self._serving = req
         self._rparser.feed(data)
-        self._pump_if_waiting()
+        if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
+            self._pump()
         return self._flush()
 
     def server_connected(self, reused: bool = False, set_cookie: bytes | None = None) -> list[Action]:
@@ -292,11 +293,12 @@ class Exchange:
         req.set_cookie = set_cookie
         self._rparser.expect(req.head.method)
         self._out.append(SendToServer(req.server_head))
-        if req.complete:
-            self._request_sent(req)
-        else:
+        if not req.complete:
             self._enter(Phase.FORWARD_REQUEST)
-        self._pump_if_waiting()
+        else:
+            self._enter(Phase.UPGRADE_PENDING if req.websocket else Phase.READ_RESPONSE_HEAD)
+        if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
+            self._pump()
         return self._flush()
 
     def server_failed(self, reason: str = "no real server available", status: int = 503) -> list[Action]:
@@ -403,11 +405,6 @@ class Exchange:
             self._pump()
         return self._flush()
 
-    def _pump_if_waiting(self) -> None:
-        """`_pump`, unless it has nothing to do (no queued events, nothing paused or held)."""
-        if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
-            self._pump()
-
     # -- request events, as the parser reports them ---------------------------------------
     # Each is handled at once when nothing waits before it, else queued for _pump.
     def _request_head(self, head: RequestHead) -> None:
@@ -463,7 +460,11 @@ class Exchange:
             self._abort(reason, status=status)
 
     def _pump(self) -> None:
-        """Take up queued request events while they can be handled, then pause or resume the client."""
+        """Take up queued request events while they can be handled, then pause or resume the client.
+
+        Callers skip it when it has nothing to do: no queued events, the client
+        neither paused nor gone, no bytes held after an upgrade request.
+        """
         while self._queue and self.phase not in (Phase.TUNNEL, Phase.CLOSING):
             event = self._queue[0]
             req = self._req
@@ -530,7 +531,7 @@ class Exchange:
         req = _Request(head, match, facts)
         self._req = req
         req.websocket_allowed = self.profile.websocket if route is None or route.websocket is None else route.websocket
-        index = header_index(head.headers)
+        index = head.headers.lowered  # type: ignore[attr-defined]  # built by the parser
         if b"upgrade" in index and asks_upgrade(head):
             if asks_websocket(head) and req.websocket_allowed and match.respond is None:
                 problem = check_websocket_request(head)
@@ -628,14 +629,12 @@ class Exchange:
     # -- server side -----------------------------------------------------------------------
     # -- response events, as the parser reports them ---------------------------------------
     def _stray(self) -> bool:
-        """A response event that does not belong to the request being answered.
+        """A response event came that does not belong to the request being answered.
 
         After the response ended, more from the server (a second response, junk after a
         204...) means the connection cannot be trusted with another request; nothing
         more it sent is parsed.
         """
-        if self._req is self._serving:
-            return False
         self._rparser.close()
         if self.phase is not Phase.TUNNEL and self.phase is not Phase.CLOSING:
             for action in self._out:
@@ -645,14 +644,14 @@ class Exchange:
         return True
 
     def _response_head(self, resp: ResponseHead) -> None:
-        if self._stray():
+        if self._req is not self._serving and self._stray():
             return
         req = self._req
         assert req is not None
         self._on_response_head(req, resp)
 
     def _response_body(self, data: bytes) -> None:
-        if self._stray():
+        if self._req is not self._serving and self._stray():
             return
         req = self._req
         assert req is not None
@@ -666,7 +665,7 @@ class Exchange:
             _chunk(self._out, SendToClient, data)
 
     def _response_end(self, trailers: Headers) -> None:
-        if self._stray():
+        if self._req is not self._serving and self._stray():
             return
         req = self._req
         assert req is not None
@@ -679,7 +678,7 @@ class Exchange:
         self._finish_response(req)
 
     def _response_malformed(self, status: int, reason: str) -> None:
-        if self._stray():
+        if self._req is not self._serving and self._stray():
             return
         req = self._req
         assert req is not None
@@ -732,7 +731,7 @@ class Exchange:
         start = b"HTTP/1.1 %d %s" % (resp.status, resp.reason or reason_phrase(resp.status).encode("latin-1"))
         if (
             req.set_cookie is None and not client_10 and resp.framing_violation is None
-            and keeps_all(header_index(resp.headers))
+            and keeps_all(resp.headers.lowered)  # type: ignore[attr-defined]  # built by the parser
         ):  # the usual answer: its fields as received
             tail = b"Connection: close\r\n\r\n" if req.close_after else b"\r\n"
             self._out.append(SendToClient(b"%s\r\n%s%s" % (start, header_lines(resp.headers), tail)))

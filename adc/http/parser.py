@@ -542,7 +542,7 @@ class ResponseParser:
         if status == 101:
             self._switching = head
             return
-        if head.interim:
+        if status < 200:  # interim (100, 103...); 101 was taken above
             self._current = None
         else:
             self._current = head
