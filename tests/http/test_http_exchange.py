@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from adc.http.exchange import (
+    MAX_REQUESTS_PER_BATCH,
     CloseClient,
     Count,
     OpenServer,
@@ -14,6 +15,7 @@ from adc.http.exchange import (
     Phase,
     ReleaseServer,
     RequestDone,
+    Respond,
     ResumeClient,
     SendToClient,
     SendToServer,
@@ -371,6 +373,18 @@ def test_route_respond_and_404_keep_alive():
     acts = ex.receive_client(b"GET /other HTTP/1.1\r\nHost: a\r\n\r\n")
     assert acts[0].status == 404 and acts[0].data.startswith(b"HTTP/1.1 404 Not Found\r\n")
     assert acts[1].facts.route == "default"
+
+
+def test_answers_of_one_input_are_bounded_and_the_rest_wait_for_proceed():
+    ex = make(pool=None)  # every request is answered 404 by the appliance
+    burst = b"GET /n HTTP/1.1\r\nHost: a\r\n\r\n" * (MAX_REQUESTS_PER_BATCH + 8)
+    acts = ex.receive_client(burst)
+    assert [a.status for a in acts if isinstance(a, Respond)] == [404] * MAX_REQUESTS_PER_BATCH
+    assert ex.stalled and isinstance(acts[-1], PauseClient)
+    acts = ex.proceed()
+    assert [a.status for a in acts if isinstance(a, Respond)] == [404] * 8
+    assert not ex.stalled and isinstance(acts[-1], ResumeClient)
+    assert ex.phase is Phase.READ_HEAD
 
 
 def test_route_pool_selected():
