@@ -162,9 +162,11 @@ _IDLE: "weakref.WeakKeyDictionary[Engine, IdleConnections]" = weakref.WeakKeyDic
 
 
 def _persistence_cookie(pool: "PoolRuntime", rs: Any, ctx: PickContext) -> bytes | None:
-    """Set-Cookie value binding the client to `rs`, unless the request already names it."""
-    if pool.cookies is None:
-        return None
+    """Set-Cookie value binding the client to `rs`, unless the request already names it.
+
+    Only for a pool with cookie persistence (callers check `pool.cookies`).
+    """
+    assert pool.cookies is not None
     name = pool.cookies.cookie_name
     value = pool.cookie_for(rs, ctx.cookie(name) if ctx.cookie is not None else None)
     return None if value is None else value.encode("latin-1")
@@ -575,7 +577,8 @@ class ClientProtocol(asyncio.Protocol):
                     pool.take(first)
                     self._attach(conn)
                     assert self.exchange is not None
-                    self._run(self.exchange.server_connected(reused=True, set_cookie=_persistence_cookie(pool, first, ctx) if pool.cookies is not None else None))
+                    cookie = None if pool.cookies is None else _persistence_cookie(pool, first, ctx)
+                    self._run(self.exchange.server_connected(reused=True, set_cookie=cookie))
                     return
         self.open_task = self.loop.create_task(self._connect(action, pool, ctx, first))
 
@@ -604,7 +607,8 @@ class ClientProtocol(asyncio.Protocol):
             pool.drop(rs)
             return
         self._attach(conn)
-        self._run(self.exchange.server_connected(reused=False, set_cookie=_persistence_cookie(pool, rs, ctx) if pool.cookies is not None else None))
+        cookie = None if pool.cookies is None else _persistence_cookie(pool, rs, ctx)
+        self._run(self.exchange.server_connected(reused=False, set_cookie=cookie))
 
     def _attach(self, conn: ServerProtocol) -> None:
         self.server = conn
