@@ -56,9 +56,6 @@ def collector(events: list[Event]) -> Sink:
     )
 
 
-_NO_TRAILERS: Headers = []  # shared "none"; a message with trailers gets its own list (never mutated)
-
-
 def _dropped(*args: Any) -> None:
     """The sink of a released parser."""
 
@@ -248,8 +245,6 @@ class RequestParser:
             if self._header_bytes + len(self._url) > self.max_header_bytes:
                 raise _Stop(431, "request head too large")
             return
-        if not self._trailers:
-            self._trailers = []
         self._trailers.append((name, value))
         self._header_bytes += len(name) + len(value) + 4
         if len(self._trailers) > self.max_headers or self._header_bytes > self.max_header_bytes:
@@ -306,7 +301,7 @@ class RequestParser:
         self._completed += 1
         if self._dead:
             return
-        trailers, self._trailers = self._trailers, _NO_TRAILERS
+        trailers, self._trailers = self._trailers, []
         self._on_end(trailers)
 
 
@@ -407,7 +402,7 @@ class ResponseParser:
             self._dead = True
             if self.close_delimited:
                 self._current = None
-                self._on_end(_NO_TRAILERS)
+                self._on_end([])
             elif self.in_message:
                 self._on_malformed(502, "real server closed in the middle of a response")
         return self._collected()
@@ -453,7 +448,7 @@ class ResponseParser:
             self._head_only = False
             if self._current is not None:
                 self._current = None
-                self._on_end(_NO_TRAILERS)
+                self._on_end([])
         if not self._head_only and buf and not self._dead:
             rest = bytes(buf)
             buf.clear()
@@ -505,8 +500,6 @@ class ResponseParser:
         if self._in_head:
             self._headers.append((name, value))
         else:
-            if not self._trailers:
-                self._trailers = []
             self._trailers.append((name, value))
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.max_header_bytes:
@@ -556,7 +549,7 @@ class ResponseParser:
     def on_message_complete(self) -> None:
         if len(self._trailers) > self.max_headers:
             raise _Stop(502, "response head too large")
-        trailers, self._trailers = self._trailers, _NO_TRAILERS
+        trailers, self._trailers = self._trailers, []
         if self._current is not None:
             self._current = None
             # reusable only when llhttp expects another message on this connection
