@@ -423,20 +423,12 @@ class ClientProtocol(asyncio.Protocol):
             self.running = True
             try:
                 handlers = _HANDLERS
-                for action in actions:
-                    cls = action.__class__
-                    if cls is SendToClient:  # the most frequent actions, inline
-                        if not self.closed:
-                            self.to_client.append(action.data)  # type: ignore[union-attr]
-                    elif cls is SendToServer:
-                        self.to_server.append(action.data)  # type: ignore[union-attr]
-                    else:
-                        handlers[cls](self, action)
                 queue = self.queue
+                queue.extend(actions)
                 while queue:
                     action = queue.popleft()
                     cls = action.__class__
-                    if cls is SendToClient:
+                    if cls is SendToClient:  # the most frequent actions, inline
                         if not self.closed:
                             self.to_client.append(action.data)  # type: ignore[union-attr]
                     elif cls is SendToServer:

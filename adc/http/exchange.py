@@ -293,10 +293,10 @@ class Exchange:
         req.set_cookie = set_cookie
         self._rparser.expect(req.head.method)
         self._out.append(SendToServer(req.server_head))
-        if not req.complete:
-            self._enter(Phase.FORWARD_REQUEST)
+        if req.complete:
+            self._request_sent(req)
         else:
-            self._enter(Phase.UPGRADE_PENDING if req.websocket else Phase.READ_RESPONSE_HEAD)
+            self._enter(Phase.FORWARD_REQUEST)
         if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
             self._pump()
         return self._flush()
