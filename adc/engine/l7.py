@@ -161,6 +161,51 @@ _NO_WRITES: Any = ()  # actions stop at the tunnel; an append after it would fai
 _IDLE: "weakref.WeakKeyDictionary[Engine, IdleConnections]" = weakref.WeakKeyDictionary()
 
 
+# -- output written at the end of the event-loop iteration ----------------------------------------
+DEFER_WRITES_BELOW = 16 * 1024  # the output of an input this small waits for the end of the iteration
+
+
+class Outbox:
+    """Client connections whose output waits for the end of this event-loop iteration.
+
+    A small answer written at once wakes its reader at once, and on a busy appliance
+    that reader (a client or a real server) has gone back to sleep by the next answer:
+    every write paid for a wake-up on another CPU. Written together once the iteration's
+    input is handled, the answers find their readers awake, which saves about a quarter
+    of the system time per request. Only the output of small inputs waits
+    (`DEFER_WRITES_BELOW`), so a connection holds at most one read's worth of it.
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: list[ClientProtocol] = []
+
+    def add(self, conn: "ClientProtocol") -> None:
+        if not self.pending:
+            conn.loop.call_soon(self.flush)
+        self.pending.append(conn)
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        for conn in pending:
+            conn.deferred = False
+            try:
+                conn._flush_writes()
+            except Exception:  # one connection's failure must not hold back the others' output
+                log.exception("virtual_server %s: %s: writing failed", conn.vs.name, conn.client)
+
+
+_OUTBOX: "weakref.WeakKeyDictionary[Engine, Outbox]" = weakref.WeakKeyDictionary()
+
+
+def outbox(engine: "Engine") -> Outbox:
+    box = _OUTBOX.get(engine)
+    if box is None:
+        box = _OUTBOX[engine] = Outbox()
+    return box
+
+
 def _persistence_cookie(pool: "PoolRuntime", rs: Any, ctx: PickContext) -> bytes | None:
     """Set-Cookie value binding the client to `rs`, unless the request already names it.
 
@@ -294,7 +339,7 @@ class ClientProtocol(asyncio.Protocol):
         "loop", "timer", "client_activity", "server_activity", "head_started", "hold", "backpressure",
         "writing_paused", "closed", "relay", "queue", "running", "request_started", "tunnel_started",
         "tunnel_facts", "tunnel_rs", "counted", "high_water", "request_server", "to_client", "to_server", "idle",
-        "ip_context", "timer_at", "min_wait",
+        "ip_context", "timer_at", "min_wait", "outbox", "deferred",
     )
 
     def __init__(self, vs: "VirtualServerRuntime") -> None:
@@ -336,6 +381,8 @@ class ClientProtocol(asyncio.Protocol):
         # bytes produced by one batch of actions, written with one write each side (see _write)
         self.to_client: list[bytes] = []
         self.to_server: list[bytes] = []
+        self.outbox = outbox(self.engine)
+        self.deferred = False  # in the outbox: the output waits for the end of the iteration
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -366,7 +413,7 @@ class ClientProtocol(asyncio.Protocol):
         if ex.phase is Phase.READ_HEAD and self.head_started is None:
             self.head_started = self.client_activity
             self.request_started = time.monotonic()
-        self._run(ex.receive_client(data))
+        self._run(ex.receive_client(data), len(data) < DEFER_WRITES_BELOW)
 
     def eof_received(self) -> bool:
         if self.exchange is not None and not self.closed:
@@ -402,7 +449,7 @@ class ClientProtocol(asyncio.Protocol):
     def server_data(self, data: bytes) -> None:
         self.server_activity = self.loop.time()
         assert self.exchange is not None
-        self._run(self.exchange.receive_server(data))
+        self._run(self.exchange.receive_server(data), len(data) < DEFER_WRITES_BELOW)
 
     def server_ended(self, conn: ServerProtocol) -> None:
         if conn is not self.server or self.exchange is None:
@@ -414,8 +461,12 @@ class ClientProtocol(asyncio.Protocol):
         self._sync_reading()
 
     # -- executing actions ----------------------------------------------------------------------
-    def _run(self, actions: list[Action]) -> None:
-        """Execute actions in order; actions produced while running are queued behind."""
+    def _run(self, actions: list[Action], defer: bool = False) -> None:
+        """Execute actions in order; actions produced while running are queued behind.
+
+        Their output is written at the end, or with `defer` at the end of the event-loop
+        iteration (see `Outbox`).
+        """
         if self.running:
             self.queue.extend(actions)
             return
@@ -435,7 +486,11 @@ class ClientProtocol(asyncio.Protocol):
                         self.to_server.append(action.data)  # type: ignore[union-attr]
                     else:
                         handlers[cls](self, action)
-                self._flush_writes()
+                if not defer:
+                    self._flush_writes()
+                elif not self.deferred and (self.to_client or self.to_server):
+                    self.deferred = True
+                    self.outbox.add(self)
             finally:
                 self.running = False
         self._arm()
@@ -452,18 +507,22 @@ class ClientProtocol(asyncio.Protocol):
     def _flush_writes(self) -> None:
         """Write what the last actions produced: one system call per side, not one per action."""
         if self.to_server:
-            data, self.to_server = self.to_server, []
-            server = self.server
-            assert server is not None and server.transport is not None
-            n = _write(server.transport, data)
-            server.pool.counters.bytes_in += n  # bytes as sent, heads included
-            if server.rs is not None:
-                server.rs.counters.bytes_in += n
+            self._flush_server()
         if self.to_client:
             data, self.to_client = self.to_client, []
             t = self.transport
             if t is not None and not t.is_closing():
                 self.vs.counters.bytes_out += _write(t, data)
+
+    def _flush_server(self) -> None:
+        data, self.to_server = self.to_server, []
+        server = self.server
+        if server is None or server.transport is None:  # released with the client gone: nobody waits
+            return
+        n = _write(server.transport, data)
+        server.pool.counters.bytes_in += n  # bytes as sent, heads included
+        if server.rs is not None:
+            server.rs.counters.bytes_in += n
 
     # one handler per action type (see _HANDLERS): a dict lookup instead of an isinstance chain
     def _send_to_server(self, action: SendToServer) -> None:
@@ -474,7 +533,8 @@ class ClientProtocol(asyncio.Protocol):
             self.to_client.append(action.data)
 
     def _do_release_server(self, action: ReleaseServer) -> None:
-        self._flush_writes()
+        if self.to_server:  # the connection may serve another client next
+            self._flush_server()
         self._release_server(action.reusable)
 
     def _respond(self, action: Respond) -> None:

@@ -232,3 +232,34 @@ async def test_many_pipelined_requests_are_all_answered_in_order(appliance_facto
         if status == 200:
             assert body == b"web GET /ok/%d 0" % i
     writer.close()
+
+
+async def test_output_of_small_inputs_waits_for_the_end_of_the_iteration_and_large_inputs_write_at_once(
+    appliance_factory,
+):
+    from adc.engine.l7 import DEFER_WRITES_BELOW, outbox
+
+    port = free_port()
+    app = await appliance_factory(config(port, {}, default_pool=None))  # every request gets a 404
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    vs = app.engine.virtual_servers["web"]
+    deadline = asyncio.get_running_loop().time() + 5
+    while not vs.connections and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    (conn,) = vs.connections
+    box = outbox(app.engine)
+
+    # a small input: the answer waits in the outbox, then goes out when the loop turns
+    conn.data_received(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert conn in box.pending and conn.to_client
+    status, _, _ = await read_response(reader)
+    assert status == 404 and not box.pending and not conn.to_client
+
+    # a large input: its answers are written before data_received returns (bounded memory)
+    one = b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n"
+    burst = one * (DEFER_WRITES_BELOW // len(one) + 1)
+    conn.data_received(burst)
+    assert conn not in box.pending and not conn.to_client
+    for _ in range(len(burst) // len(one)):  # the rest come with proceed(), all in order
+        assert (await read_response(reader))[0] == 404
+    writer.close()
