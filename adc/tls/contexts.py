@@ -138,6 +138,10 @@ class ClientSSLContext(ssl.SSLContext):
     ) -> ssl.SSLObject:
         obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
         obj._outgoing = outgoing  # type: ignore[attr-defined]
+        # The event loop reads, writes and polls through these for every record; the
+        # SSLObject methods only pass the call on to the C object, so hand it over directly.
+        c = obj._sslobj  # type: ignore[attr-defined]
+        obj.read, obj.write, obj.pending = c.read, c.write, c.pending  # type: ignore[method-assign]
         return obj
 
 
