@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import socket
 import time
 import weakref
@@ -89,16 +88,18 @@ def shutdown_write(transport: asyncio.BaseTransport) -> bool:
     if transport.get_write_buffer_size():  # type: ignore[attr-defined]
         return False
     try:
-        dup = socket.socket(fileno=os.dup(sock.fileno()))
+        # a socket object on the transport's descriptor, detached again (never closed)
+        # afterwards; with family, type and protocol given it costs no system call
+        view = socket.socket(sock.family, sock.type, sock.proto, sock.fileno())
     except OSError:
         return False
     try:
-        dup.shutdown(socket.SHUT_WR)
+        view.shutdown(socket.SHUT_WR)
         return True
     except OSError:
         return False
     finally:
-        dup.close()  # closes the duplicate only
+        view.detach()
 
 
 def send_websocket_data(connection: object) -> None:
