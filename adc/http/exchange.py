@@ -32,7 +32,7 @@ from adc.http.headers import (
 from adc.http.parser import RequestParser, ResponseParser, Sink
 from adc.http.responses import build_response, reason_phrase
 from adc.http.routing import RouteMatch, Router
-from adc.http.upgrade import asks_upgrade, asks_websocket, check_websocket_request, may_tunnel
+from adc.http.upgrade import check_websocket_request, may_tunnel, upgrade_request
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 MAX_REQUESTS_PER_BATCH: Final = 32  # pipelined requests started per input before proceed()
@@ -188,6 +188,7 @@ class _Request:
     complete: bool = False  # the whole request was read from the client
     websocket: bool = False  # a tunnel candidate
     websocket_allowed: bool = False
+    offered: str | None = None  # the protocol switch asked for (see upgrade_request)
     response: ResponseHead | None = None
     response_started: bool = False  # a response byte reached the client side
     server_byte_seen: bool = False
@@ -532,15 +533,16 @@ class Exchange:
         self._req = req
         req.websocket_allowed = self.profile.websocket if route is None or route.websocket is None else route.websocket
         index = head.headers.lowered  # type: ignore[attr-defined]  # built by the parser
-        if b"upgrade" in index and asks_upgrade(head):
-            if asks_websocket(head) and req.websocket_allowed and match.respond is None:
+        offered = req.offered = upgrade_request(head) if b"upgrade" in index else None
+        if offered is not None:
+            if offered == "websocket" and req.websocket_allowed and match.respond is None:
                 problem = check_websocket_request(head)
                 if problem is not None:
                     self._answer(400, problem, server=False, close=True)
                     return
                 req.websocket = True
                 self._out.append(Count("websocket_upgrade"))
-            elif asks_websocket(head):
+            elif offered == "websocket":
                 facts.upgrade = "refused"
                 self._out.append(Count("websocket_refused"))
             else:
@@ -695,7 +697,8 @@ class Exchange:
             return
         if resp.status == 101:
             ok, why = may_tunnel(
-                req.head, resp, websocket_allowed=req.websocket_allowed, request_complete=req.complete
+                req.head, resp, websocket_allowed=req.websocket_allowed, request_complete=req.complete,
+                offered=req.offered,
             )
             if not ok or self.phase is not Phase.UPGRADE_PENDING:
                 self._fail_server(req, why or "unexpected 101", status=502)

@@ -19,13 +19,16 @@ def upgrade_tokens(headers: Headers) -> list[str]:
     return out
 
 
-def asks_upgrade(head: RequestHead) -> bool:
-    """The request proposes a protocol switch (Connection: upgrade + Upgrade)."""
-    return "upgrade" in connection_tokens(head.headers) and bool(upgrade_tokens(head.headers))
+def upgrade_request(head: RequestHead) -> str | None:
+    """The protocol switch the request proposes: None, "websocket" or "other".
 
-
-def asks_websocket(head: RequestHead) -> bool:
-    return asks_upgrade(head) and any(t.split("/", 1)[0] == "websocket" for t in upgrade_tokens(head.headers))
+    A switch needs `Connection: upgrade` and an Upgrade field; it is a WebSocket one
+    when one of the protocols offered is websocket (whatever its version suffix).
+    """
+    offered = upgrade_tokens(head.headers)
+    if not offered or "upgrade" not in connection_tokens(head.headers):
+        return None
+    return "websocket" if any(t.split("/", 1)[0] == "websocket" for t in offered) else "other"
 
 
 def check_websocket_request(head: RequestHead) -> str | None:
@@ -54,17 +57,25 @@ def accept_key(key: bytes) -> bytes:
 
 
 def may_tunnel(
-    request: RequestHead, response: ResponseHead, *, websocket_allowed: bool, request_complete: bool
+    request: RequestHead,
+    response: ResponseHead,
+    *,
+    websocket_allowed: bool,
+    request_complete: bool,
+    offered: str | None | bool = False,
 ) -> tuple[bool, str | None]:
     """(tunnel?, why not). `why not` set means a 101 that fails a check -> 502.
 
     Only a 101 with Upgrade: websocket, Connection: upgrade and the right
     Sec-WebSocket-Accept, answering a complete websocket request on a route
     that allows websocket, opens a tunnel. Any other status is plain HTTP.
+    `offered` is `upgrade_request(request)` when the caller knows it already.
     """
     if response.status != 101:
         return False, None
-    if not websocket_allowed or not asks_websocket(request):
+    if offered is False:
+        offered = upgrade_request(request)
+    if not websocket_allowed or offered != "websocket":
         return False, "101 without a websocket upgrade request"
     if not request_complete:
         return False, "101 before the request was complete"

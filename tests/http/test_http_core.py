@@ -11,7 +11,7 @@ from adc.http.exchange import TRANSITIONS, IllegalTransition, Phase
 from adc.http.parser import RequestParser, ResponseParser
 from adc.http.responses import build_response
 from adc.http.routing import Router, host_matches
-from adc.http.upgrade import accept_key, may_tunnel
+from adc.http.upgrade import accept_key, may_tunnel, upgrade_request
 from l7_playbook import make, route, ws_request, ws_response
 
 
@@ -144,6 +144,27 @@ def test_may_tunnel_checks():
     assert may_tunnel(req, bad, websocket_allowed=True, request_complete=True)[1] == "101 without Connection: upgrade"
     _, other = _heads(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n")
     assert may_tunnel(req, other, websocket_allowed=True, request_complete=True) == (False, None)
+
+    # what the exchange already knows about the request is taken as given
+    assert may_tunnel(req, resp, websocket_allowed=True, request_complete=True, offered="websocket") == (True, None)
+    assert may_tunnel(req, resp, websocket_allowed=True, request_complete=True, offered="other") == (
+        False, "101 without a websocket upgrade request")
+
+
+@pytest.mark.parametrize(
+    "fields, offered",
+    [
+        (b"Connection: Upgrade\r\nUpgrade: websocket\r\n", "websocket"),
+        (b"Connection: keep-alive, UPGRADE\r\nUpgrade: h2c, WebSocket/13\r\n", "websocket"),
+        (b"Connection: upgrade\r\nUpgrade: h2c\r\n", "other"),
+        (b"Connection: keep-alive\r\nUpgrade: websocket\r\n", None),  # Connection must name it
+        (b"Connection: upgrade\r\n", None),  # nothing offered
+        (b"", None),
+    ],
+)
+def test_upgrade_request_kinds(fields, offered):
+    head = RequestParser().receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n")[0]
+    assert upgrade_request(head) == offered
 
 
 # -- the state table ---------------------------------------------------------------------------
