@@ -12,6 +12,9 @@ this module moves bytes, runs timers and applies flow control:
   and `timeout_server` (waiting for the real server, 504).
 - Idle keep-alive connections to real servers are kept per real server (at most
   `Profile.max_idle_server_connections`, closed after `Profile.timeout_server_idle`).
+- Output: the bytes one batch of actions produces go out in one write per side; for a
+  small input they wait for the end of the event-loop iteration (`Outbox`), so the
+  answers of many connections leave together.
 - After a 101 that passes every check, both transports go to a `Relay` (the tunnel).
 """
 
@@ -517,8 +520,8 @@ class ClientProtocol(asyncio.Protocol):
     def _flush_server(self) -> None:
         data, self.to_server = self.to_server, []
         server = self.server
-        if server is None or server.transport is None:  # released with the client gone: nobody waits
-            return
+        if server is None or server.transport is None or server.transport.is_closing():
+            return  # released with the client gone, or closed by the real server: nobody reads it
         n = _write(server.transport, data)
         server.pool.counters.bytes_in += n  # bytes as sent, heads included
         if server.rs is not None:
