@@ -91,7 +91,7 @@ def shutdown_write(transport: asyncio.BaseTransport) -> bool:
         # a socket object on the transport's descriptor, detached again (never closed)
         # afterwards; with family, type and protocol given it costs no system call
         view = socket.socket(sock.family, sock.type, sock.proto, sock.fileno())
-    except OSError:
+    except (OSError, ValueError):  # ValueError: no descriptor any more (-1)
         return False
     try:
         view.shutdown(socket.SHUT_WR)

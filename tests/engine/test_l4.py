@@ -293,3 +293,25 @@ async def test_ipv4_and_ipv6_listeners(appliance_factory, backends):
         writer.write(b"v")
         assert await asyncio.wait_for(reader.readexactly(1), 5) == b"v"
         writer.close()
+
+
+async def test_shutdown_write_sends_a_fin_and_declines_a_closed_transport():
+    from adc.relay import shutdown_write
+
+    loop = asyncio.get_running_loop()
+    eof = loop.create_future()
+
+    class Peer(asyncio.Protocol):
+        def eof_received(self):
+            eof.set_result(True)
+
+    server = await loop.create_server(Peer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+    assert shutdown_write(transport) is True
+    assert await asyncio.wait_for(eof, 5)  # the peer read the FIN
+    transport.close()
+    await asyncio.sleep(0.05)
+    assert shutdown_write(transport) is False  # no descriptor any more: declined, not raised
+    server.close()
+    await server.wait_closed()
