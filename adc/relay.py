@@ -341,7 +341,7 @@ class Relay:
     def _send_fin(self, side: _Side) -> None:
         """Half-close `side`'s transport once what is buffered for it has gone out.
 
-        The FIN is sent with shutdown(SHUT_WR) on a duplicate of the socket's descriptor
+        The FIN is sent with shutdown(SHUT_WR) on the socket's descriptor (see shutdown_write)
         rather than with `transport.write_eof()`: uvloop (0.21-0.23) frees memory twice
         when a stream whose write_eof() is still pending is closed, and a relay closes
         its transports as soon as both directions have ended. A TLS transport cannot
