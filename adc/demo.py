@@ -19,7 +19,7 @@ import ssl
 from typing import Any
 
 from adc.config.model import Config, Pool, ProfileType, RealServer
-from adc.relay import send_websocket_data, shutdown_write
+from adc.relay import shutdown_write
 
 log = logging.getLogger("adc.demo")
 logging.getLogger("websockets").setLevel(logging.WARNING)
@@ -32,6 +32,22 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def send_websocket_data(connection: object) -> None:
+    """`websockets` Connection.send_data, half-closing with `shutdown_write`, not write_eof().
+
+    The `websockets` library half-closes with `transport.write_eof()` after a close
+    handshake; on uvloop a transport dropped while that shutdown is pending frees memory
+    twice and aborts the process. Servers and clients built on `websockets` inside the
+    appliance's process (the demo real servers) use this instead.
+    """
+    transport = connection.transport  # type: ignore[attr-defined]
+    for data in connection.protocol.data_to_send():  # type: ignore[attr-defined]
+        if data:
+            transport.write(data)
+        elif not shutdown_write(transport):
+            transport.close()  # TLS (or bytes still queued): close once flushed, as websockets does
 
 
 class _Echo(asyncio.Protocol):

@@ -22,7 +22,7 @@ import math
 import socket
 import time
 import weakref
-from typing import Callable
+from typing import Callable, cast
 
 from adc.runtime.stats import Session
 
@@ -102,23 +102,14 @@ def shutdown_write(transport: asyncio.BaseTransport) -> bool:
         view.detach()
 
 
-def send_websocket_data(connection: object) -> None:
-    """`websockets` Connection.send_data, half-closing with `shutdown_write`, not write_eof().
+class _Side:
+    """One side of a tunnel: the protocol of its transport.
 
-    The `websockets` library half-closes with `transport.write_eof()` after a close
-    handshake; on uvloop a transport dropped while that shutdown is pending frees memory
-    twice and aborts the process. Servers and clients built on `websockets` inside the
-    appliance's process (the demo real servers) use this instead.
+    Like the Layer-7 protocols, a plain class with the protocol methods (all uvloop
+    calls), not an `asyncio.Protocol` subclass: compiled, it is a native class.
     """
-    transport = connection.transport  # type: ignore[attr-defined]
-    for data in connection.protocol.data_to_send():  # type: ignore[attr-defined]
-        if data:
-            transport.write(data)
-        elif not shutdown_write(transport):
-            transport.close()  # TLS (or bytes still queued): close once flushed, as websockets does
 
-
-class _Side(asyncio.Protocol):
+    __deletable__ = ("relay",)  # dropped once lost, see connection_lost
     __slots__ = ("relay", "transport", "out", "is_client", "eof", "lost", "paused_peer", "fin_sent", "fin_timer")
 
     def __init__(self, relay: "Relay", is_client: bool):
@@ -229,8 +220,9 @@ class Relay:
 
     def attach(self, client: asyncio.Transport, server: asyncio.Transport) -> None:
         """Take over two live transports (the Layer-7 engine's hand-over after a 101)."""
-        client.set_protocol(self.client)
-        server.set_protocol(self.server)
+        # a _Side has every protocol method without being a BaseProtocol (see _Side)
+        client.set_protocol(cast(asyncio.BaseProtocol, self.client))
+        server.set_protocol(cast(asyncio.BaseProtocol, self.server))
         self._attach(self.client, client)
         self._attach(self.server, server)
 

@@ -26,11 +26,11 @@ def pytest_asyncio_loop_factories(config, item):
 @pytest.fixture(autouse=True, scope="session")
 def websockets_without_write_eof():
     """Test peers built on `websockets` share the appliance's uvloop loop: make them
-    half-close the way the appliance does (see adc.relay.send_websocket_data), so a
+    half-close the way the appliance does (see adc.demo.send_websocket_data), so a
     uvloop bug in write_eof() cannot abort the test process."""
     from websockets.asyncio.connection import Connection
 
-    from adc.relay import send_websocket_data
+    from adc.demo import send_websocket_data
 
     original = Connection.send_data
     Connection.send_data = send_websocket_data  # type: ignore[method-assign]

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import Callable, TypeVar
+from typing import Callable, TypeVar, cast
 
 from adc.config.model import Profile
 from adc.pools.balancers import PickContext
@@ -19,7 +19,7 @@ from adc.pools.pool import CheckResult, PoolRuntime, RealServerRuntime
 
 log = logging.getLogger("adc.connect")
 
-P = TypeVar("P", bound=asyncio.BaseProtocol)
+P = TypeVar("P")  # a protocol: every method uvloop calls, not always a BaseProtocol subclass
 
 
 class NoServerAvailable(Exception):
@@ -90,7 +90,7 @@ async def connect_server(
             # asyncio.timeout, not wait_for: no extra task per connection
             async with asyncio.timeout(profile.timeout_connect if profile.timeout_connect > 0 else None):
                 transport, protocol = await loop.create_connection(
-                    protocol_factory, rs.address.host, rs.address.port, **kwargs
+                    cast(Callable[[], asyncio.BaseProtocol], protocol_factory), rs.address.host, rs.address.port, **kwargs
                 )
         except (OSError, asyncio.TimeoutError, ssl.SSLError, ValueError) as exc:
             # ValueError: a name the TLS layer refuses (IDNA), not the real server's fault

@@ -48,7 +48,7 @@ class VirtualServerRuntime:
             cached = self._router = (self.config, Router(self.config.routes, self.config.pool))
         return cached[1]
 
-    def factory(self) -> asyncio.BaseProtocol:
+    def factory(self) -> Any:  # a protocol: every method uvloop calls, not always a BaseProtocol subclass
         if self.profile.type is ProfileType.TCP:
             from adc.engine.l4 import L4Accept
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from adc.engine.connect import NoServerAvailable, connect_server
 from adc.pools.balancers import PickContext
@@ -46,7 +46,7 @@ class L4Accept(asyncio.Protocol):
         if vs.stopping or (vs.config.max_connections and counters.conn_current >= vs.config.max_connections):
             counters.rejected += 1
             counters.error("refused")
-            transport.abort()
+            transport.abort()  # type: ignore[attr-defined]
             return
         counters.conn_current += 1
         counters.conn_total += 1
@@ -63,7 +63,7 @@ class L4Accept(asyncio.Protocol):
             on_close=self._closed,
         )
         self.relay = relay
-        transport.set_protocol(relay.client)
+        transport.set_protocol(cast(asyncio.BaseProtocol, relay.client))
         relay._attach(relay.client, transport)  # type: ignore[arg-type]
         vs.connections.add(self)
         vs.engine.stats.open_session(session)

@@ -25,6 +25,7 @@ import collections
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from adc.config.model import ProfileType
@@ -47,6 +48,7 @@ from adc.http.exchange import (
     SendToServer,
     StartTunnel,
 )
+from adc.http.events import Headers
 from adc.http.headers import get_one
 from adc.pools.balancers import PickContext
 from adc.relay import Relay
@@ -158,7 +160,6 @@ class IdleConnections:
 IDLE_SWEEP_MIN_SECONDS = 0.05
 CLOSE_LINGER_SECONDS = 30.0  # a closing client that reads nothing is aborted after this (timeout_client if set)
 _NO_ACTIONS: "collections.deque[Action]" = collections.deque(maxlen=0)  # a tunnel runs no actions
-_NO_WRITES: Any = ()  # actions stop at the tunnel; an append after it would fail loudly
 
 
 _IDLE: "weakref.WeakKeyDictionary[Engine, IdleConnections]" = weakref.WeakKeyDictionary()
@@ -251,8 +252,26 @@ def _write(transport: asyncio.Transport, parts: list[bytes]) -> int:
     return len(data)
 
 
+def _request_lookups(headers: Headers) -> tuple[Callable[[str], str | None], Callable[[str], str | None]]:
+    """Header and cookie lookups on a request's fields, for balancers that read them."""
+
+    def header(name: str) -> str | None:
+        value = get_one(headers, name.lower().encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
+
+    def cookie(name: str) -> str | None:
+        for raw in (v for n, v in headers if n.lower() == b"cookie"):
+            for part in raw.decode("latin-1").split(";"):
+                k, _, v = part.strip().partition("=")
+                if k == name:
+                    return v
+        return None
+
+    return header, cookie
+
+
 # -- the real-server side ----------------------------------------------------------------------
-class ServerProtocol(asyncio.Protocol):
+class ServerProtocol:
     """One connection to a real server; owned by a client connection or idle."""
 
     __slots__ = (
@@ -334,7 +353,7 @@ class ServerProtocol(asyncio.Protocol):
 
 
 # -- the client side ------------------------------------------------------------------------------
-class ClientProtocol(asyncio.Protocol):
+class ClientProtocol:
     """One client connection of an `http`/`https` virtual server."""
 
     __slots__ = (
@@ -405,7 +424,7 @@ class ClientProtocol(asyncio.Protocol):
         self.client_ip, self.client = peer_text(transport)
         scheme = "https" if self.profile.type is ProfileType.HTTPS else "http"
         self.exchange = Exchange(self.profile, vs.router(), self.client_ip, scheme)
-        self.transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)
+        transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)  # type: ignore[attr-defined]
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -596,18 +615,7 @@ class ClientProtocol(asyncio.Protocol):
         if not pool.reads_request:  # no header or cookie lookups
             return PickContext(client_ip=self.client_ip, uri=request.target.decode("latin-1"), host=request.host)
 
-        def header(name: str) -> str | None:
-            value = get_one(headers, name.lower().encode("latin-1"))
-            return None if value is None else value.decode("latin-1")
-
-        def cookie(name: str) -> str | None:
-            for raw in (v for n, v in headers if n.lower() == b"cookie"):
-                for part in raw.decode("latin-1").split(";"):
-                    k, _, v = part.strip().partition("=")
-                    if k == name:
-                        return v
-            return None
-
+        header, cookie = _request_lookups(headers)
         return PickContext(
             client_ip=self.client_ip,
             uri=request.target.decode("latin-1"),
@@ -813,7 +821,6 @@ class ClientProtocol(asyncio.Protocol):
             self.exchange.release()
         self.exchange = None
         self.queue = _NO_ACTIONS
-        self.to_client = self.to_server = _NO_WRITES
 
     def _tunnel_closed(self, relay: Relay, reason: str) -> None:
         session = relay.session

@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from mypy_extensions import mypyc_attr
+
 Headers = list[tuple[bytes, bytes]]
 
 
+@mypyc_attr(native_class=False)  # compiled classes cannot extend list
 class HeaderList(list):  # type: ignore[type-arg]
     """Header fields as received, plus a lower-case name index built on first lookup.
 

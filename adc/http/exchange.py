@@ -18,8 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from mypy_extensions import mypyc_attr
+
 from adc.config.model import Profile
-from adc.http.events import Body, BodyKind, EndOfMessage, Event, Malformed, RequestHead, ResponseHead
+from adc.http.events import Body, BodyKind, EndOfMessage, Event, Headers, Malformed, RequestHead, ResponseHead
 from adc.http.headers import (
     add_forwarding,
     get_all,
@@ -63,6 +65,7 @@ TRANSITIONS: Final[Mapping[Phase, frozenset[Phase]]] = {
 }
 
 
+@mypyc_attr(native_class=False)  # compiled classes cannot extend AssertionError
 class IllegalTransition(AssertionError):
     pass
 

@@ -177,7 +177,7 @@ class RequestParser:
     def release(self) -> None:
         """The connection is over: drop llhttp and the sink, which refer back to this object or its owner."""
         self._dead = True
-        self._parser = None
+        self._parser = None  # type: ignore[assignment]  # never used again: _dead
         self._on_head = self._on_body = self._on_end = self._on_malformed = _dropped
 
     # -- internals -------------------------------------------------------------------
@@ -364,7 +364,7 @@ class ResponseParser:
     def release(self) -> None:
         """The connection is over: drop llhttp and the sink, which refer back to this object or its owner."""
         self.close()
-        self._parser = None
+        self._parser = None  # type: ignore[assignment]  # never used again: _dead
         self._on_head = self._on_body = self._on_end = self._on_malformed = _dropped
 
     def expect(self, method: str) -> None:
@@ -522,7 +522,7 @@ class ResponseParser:
             and b"transfer-encoding" not in index and 200 <= status and status != 204 and status != 304
             and self._method != "HEAD" and self._method != "CONNECT"
         ):  # the usual answer: one plain Content-Length
-            length = int(lengths[0])
+            length: int | None = int(lengths[0])
             kind, violation = (BodyKind.LENGTH if length else BodyKind.NONE), None
         else:
             try:

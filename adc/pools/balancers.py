@@ -405,6 +405,7 @@ class Maglev(_Base):
         self.live: list["RealServerRuntime"] = []
         self.table: list["RealServerRuntime"] = []
         self._built_for: tuple[tuple[str, int], ...] | None = None
+        self._indices: list[int] = []
         self.rebuild()
 
     def rebuild(self) -> None:

@@ -189,9 +189,12 @@ class Stats:
         live_vs = set(vs_names) | {s.virtual_server for s in self.sessions.values()}
         live_pools = set(pool_names) | {s.pool for s in self.sessions.values() if s.pool}
         live_servers = set(servers) | {(s.pool, s.server) for s in self.sessions.values() if s.pool and s.server}
-        for table, keep in ((self.virtual_servers, live_vs), (self.pools, live_pools), (self.servers, live_servers)):
-            for key in [k for k in table if k not in keep]:
-                del table[key]
+        for name in [k for k in self.virtual_servers if k not in live_vs]:
+            del self.virtual_servers[name]
+        for name in [k for k in self.pools if k not in live_pools]:
+            del self.pools[name]
+        for server in [k for k in self.servers if k not in live_servers]:
+            del self.servers[server]
 
     def live_bytes(self) -> tuple[dict[str, list[int]], dict[str, list[int]], dict[tuple[str, str], list[int]]]:
         vs: dict[str, list[int]] = {}
