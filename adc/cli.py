@@ -74,8 +74,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     import uvloop
 
+    from adc import compiled
     from adc.appliance import Appliance
     from adc.engine.listener import ListenError
+
+    (log.info if compiled.status() == "compiled with mypyc" else log.warning)("traffic path: %s", compiled.status())
 
     async def main() -> int:
         demo = None

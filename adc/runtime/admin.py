@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote
 
 import httptools
 
-from adc import __version__
+from adc import __version__, compiled
 from adc.config.model import ServerState
 from adc.runtime import metrics
 
@@ -424,6 +424,7 @@ class AdminServer:
         return {
             "name": app.config.appliance.name,
             "version": __version__,
+            "traffic_path": compiled.status(),  # compiled with mypyc, or pure Python and why
             "pid": os.getpid(),
             "uptime": round(time.time() - stats.started, 3),
             "started": stats.started,

@@ -9,6 +9,7 @@ import stat
 
 import pytest
 
+from adc import compiled
 from adc.runtime.admin_client import AdminClient, AdminUnreachable, admin_address_from_config
 from tests.conftest import free_port
 from tests.runtime.conftest import echo_roundtrip
@@ -48,6 +49,7 @@ async def test_unix_socket_owner_only_and_endpoints(harness, backends):
     c = harness.client()
     code, st = await c.get("/api/v1/status")
     assert code == 200 and st["name"] == "test" and st["generation"] == 1 and st["pid"] == os.getpid()
+    assert st["traffic_path"] == compiled.status()
     code, body = await c.get("/api/v1/virtual_servers")
     assert code == 200 and body["virtual_servers"][0]["bound"] == [f"127.0.0.1:{port}"]
     code, body = await c.get("/api/v1/pools/p")
