@@ -22,19 +22,31 @@ def warn(message: str) -> None:
 
 
 class OptionalBuildExt(build_ext):
-    """A failed compile leaves the pure-Python package, not a failed install."""
+    """A failed compile leaves the pure-Python package, not a failed install.
+
+    All or nothing: after the first failure nothing more is compiled, and whatever
+    was built (in the build directory or, editable, beside the sources) is removed.
+    """
+
+    failed: Exception | None = None
 
     def run(self) -> None:
         try:
             super().run()
         except Exception as exc:  # CompileError, a missing compiler or header...
-            warn(f"compiling with mypyc failed ({exc})")
+            self.failed = self.failed or exc
+        if self.failed is not None:
+            for ext in self.extensions:
+                for path in (Path(self.get_ext_fullpath(ext.name)), ROOT / self.get_ext_filename(ext.name)):
+                    path.unlink(missing_ok=True)
+            warn(f"compiling with mypyc failed ({self.failed})")
 
     def build_extension(self, ext) -> None:
-        try:
-            super().build_extension(ext)
-        except Exception as exc:
-            warn(f"compiling {ext.name} failed ({exc})")
+        if self.failed is None:
+            try:
+                super().build_extension(ext)
+            except Exception as exc:
+                self.failed = exc
 
 
 def extensions() -> list:
