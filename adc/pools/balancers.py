@@ -228,8 +228,11 @@ class LeastConn(_Base):
         if len(self.heap) > 4 * len(self.live) + 64:
             self.rebuild()
 
-    taken = _update
-    dropped = _update
+    def taken(self, rs: "RealServerRuntime") -> None:
+        self._update(rs)
+
+    def dropped(self, rs: "RealServerRuntime") -> None:
+        self._update(rs)
 
     def pick(self, ctx: PickContext, exclude: frozenset[str] | set[str]) -> "RealServerRuntime | None":
         heap = self.heap
