@@ -90,7 +90,7 @@ async def connect_server(
             # asyncio.timeout, not wait_for: no extra task per connection
             async with asyncio.timeout(profile.timeout_connect if profile.timeout_connect > 0 else None):
                 transport, protocol = await loop.create_connection(
-                    cast(Callable[[], asyncio.BaseProtocol], protocol_factory), rs.address.host, rs.address.port, **kwargs
+                    cast("Callable[[], asyncio.BaseProtocol]", protocol_factory), rs.address.host, rs.address.port, **kwargs
                 )
         except (OSError, asyncio.TimeoutError, ssl.SSLError, ValueError) as exc:
             # ValueError: a name the TLS layer refuses (IDNA), not the real server's fault
