@@ -429,6 +429,15 @@ servers = [ {{ name = "s1", address = "127.0.0.1:{backend_port}" }} ]
 ADC_STATE: dict[str, str] = {}
 
 
+def adc_traffic_path() -> str:
+    """How `python -m adc run` will run the traffic path: compiled, or pure Python and why
+    (a checkout edited after `pip install -e .` runs its sources: the figures would be the
+    slow package's)."""
+    r = subprocess.run([sys.executable, "-c", "import adc.compiled as c; print(c.status())"], cwd=REPO,
+                       capture_output=True, text=True, timeout=30)
+    return r.stdout.strip() or (r.stderr.strip().splitlines() or ["unknown"])[-1]
+
+
 def adc_available() -> tuple[bool, str]:
     if "ok" not in ADC_STATE:
         try:
@@ -889,6 +898,10 @@ def main(argv: list[str] | None = None) -> int:
         facts.append(background_load())
         ok, why = adc_available()
         facts.append("adc: python -m adc run (" + ("available" if ok else f"NOT available: {why}") + ")")
+        path = adc_traffic_path()
+        facts.append(f"adc traffic path: {path}")
+        if ok and not path.startswith("compiled"):
+            log(f"WARNING: adc's traffic path is {path}: these are not the installed appliance's figures")
         facts.append("HAProxy: nbthread 1 (one CPU, like adc), mode tcp for L4 and mode http for L7, "
                      "default options otherwise; adc: shipped profiles (tcp/http), admin and access log off")
         log("\n".join(facts))

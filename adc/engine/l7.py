@@ -16,6 +16,10 @@ this module moves bytes, runs timers and applies flow control:
   small input they wait for the end of the event-loop iteration (`Outbox`), so the
   answers of many connections leave together.
 - After a 101 that passes every check, both transports go to a `Relay` (the tunnel).
+
+The protocols are plain classes with the methods uvloop calls, not `asyncio.Protocol`
+subclasses: this module is compiled with mypyc (see `adc.compiled`), and only then are
+they native classes.
 """
 
 from __future__ import annotations
