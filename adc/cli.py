@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from adc.appliance import Appliance
     from adc.engine.listener import ListenError
 
-    (log.info if compiled.status() == "compiled with mypyc" else log.warning)("traffic path: %s", compiled.status())
+    (log.info if compiled.in_use() else log.warning)("traffic path: %s", compiled.status())
 
     async def main() -> int:
         demo = None
