@@ -2,7 +2,7 @@
 
 Installing adc (`pip install .` or `pip install -e .`) compiles the modules in
 `MODULES` to C extensions with mypyc (see setup.py): the same source, about twice
-as fast on the Layer-7 request path. The sources stay the reference: without a C
+as fast on the Layer-7 request path and the TLS records of https listeners. The sources stay the reference: without a C
 compiler the install falls back to them, and they are what runs whenever the build
 cannot be trusted:
 
@@ -41,6 +41,7 @@ MODULES = (
     "adc.engine.l7",
     "adc.engine.connect",
     "adc.relay",
+    "adc.tls.termination",
     "adc.pools.pool",
     "adc.pools.balancers",
     "adc.pools.persistence",

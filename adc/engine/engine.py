@@ -8,6 +8,8 @@ import time
 from typing import Any, Protocol
 
 from adc.config.model import Address, Config, Profile, ProfileType, VirtualServer
+from adc.engine.l4 import L4Accept
+from adc.engine.l7 import ClientProtocol
 from adc.engine.listener import ListenError, bound_addresses, listen
 from adc.pools.pool import PoolRuntime
 from adc.runtime.accesslog import AccessLog
@@ -50,11 +52,7 @@ class VirtualServerRuntime:
 
     def factory(self) -> Any:  # a protocol: every method uvloop calls, not always a BaseProtocol subclass
         if self.profile.type is ProfileType.TCP:
-            from adc.engine.l4 import L4Accept
-
             return L4Accept(self)
-        from adc.engine.l7 import ClientProtocol
-
         return ClientProtocol(self)
 
     async def open(self, address: Address) -> asyncio.Server:
@@ -102,6 +100,10 @@ class Engine:
         self.pools: dict[str, PoolRuntime] = {}
         self.virtual_servers: dict[str, VirtualServerRuntime] = {}
         self.retired: list[VirtualServerRuntime] = []  # removed by a reload, finishing their connections
+        # Layer-7 state shared by the engine's connections (adc.engine.l7), made on first use:
+        self.idle: Any = None  # IdleConnections: idle keep-alive connections to real servers
+        self.outbox: Any = None  # Outbox: output that waits for the end of the loop iteration
+        self.loop: asyncio.AbstractEventLoop | None = None  # the event loop it runs on (set by start)
         self.started = time.monotonic()
 
     # ------------------------------------------------------------------ building
@@ -125,15 +127,17 @@ class Engine:
             assert profile.client_ssl is not None
             counters = vs.counters
 
-            def on_handshake_error(exc: BaseException, ssl_object: Any) -> None:
+            def on_handshake_error(exc: BaseException, layer: Any) -> None:  # layer: adc.tls.termination.TLSLayer
                 counters.error("tls")
-                log.warning("virtual_server %s: TLS handshake failed: %s", name, handshake_failure_reason(exc, ssl_object))
+                log.warning("virtual_server %s: TLS handshake failed: %s (client %s)", name,
+                            handshake_failure_reason(exc, layer), layer.peer)
 
             vs.client_ssl = build_client_ssl(profile.client_ssl, on_handshake_error=on_handshake_error)
         return vs
 
     async def start(self) -> None:
         """Open every listener; on any failure close what was opened and raise ListenError."""
+        self.loop = asyncio.get_running_loop()
         for name in self.config.pools:
             self.pools[name] = self.build_pool(name)
         for name in self.config.virtual_servers:

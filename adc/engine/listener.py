@@ -7,7 +7,7 @@ import errno
 import logging
 import socket
 import ssl
-from typing import Callable
+from typing import Any, Callable
 
 from adc.config.model import Address
 
@@ -27,26 +27,35 @@ async def listen(
     ssl_context: ssl.SSLContext | None = None,
     ssl_handshake_timeout: float | None = None,
 ) -> asyncio.Server:
-    """Open one listening socket; errors name the virtual server and the address."""
+    """Open one listening socket; errors name the virtual server and the address.
+
+    With `ssl_context`, TLS is terminated in front of `factory`'s protocols (see `protocol_factory`).
+    """
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in address.host else socket.AF_UNSPEC
-    kwargs: dict = {}
-    if ssl_context is not None:
-        kwargs["ssl"] = ssl_context
-        if ssl_handshake_timeout:
-            kwargs["ssl_handshake_timeout"] = ssl_handshake_timeout
     try:
         return await loop.create_server(
-            factory,
+            protocol_factory(factory, ssl_context, ssl_handshake_timeout),
             address.host,
             address.port,
             family=family,
             backlog=backlog,
             reuse_address=True,
-            **kwargs,
         )
     except OSError as exc:
         raise ListenError(f"virtual_server.{vs_name}: cannot listen on {address}: {listen_error_text(exc)}") from None
+
+
+def protocol_factory(
+    factory: Callable[[], Any], ssl_context: ssl.SSLContext | None, handshake_timeout: float | None
+) -> Callable[[], Any]:
+    """What a listener calls per accepted connection: `factory` itself, or, for TLS, a
+    `TLSLayer` in front of its protocol (adc.tls.termination: not the event loop's TLS)."""
+    if ssl_context is None:
+        return factory
+    from adc.tls.termination import terminating
+
+    return terminating(factory, ssl_context, asyncio.get_running_loop(), handshake_timeout)
 
 
 def listen_error_text(exc: OSError) -> str:

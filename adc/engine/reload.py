@@ -28,9 +28,10 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from adc.config.model import Address, Config, ProfileType
+from adc.engine.listener import protocol_factory
 from adc.runtime.accesslog import AccessLog
 
 if TYPE_CHECKING:
@@ -260,13 +261,9 @@ async def _prepare_listeners(
     return plan
 
 
-def _ssl_kwargs(f: "VirtualServerRuntime") -> dict[str, Any]:
-    if f.client_ssl is None:
-        return {}
-    kwargs: dict[str, Any] = {"ssl": f.client_ssl}
-    if f.profile.timeout_tls_handshake:
-        kwargs["ssl_handshake_timeout"] = f.profile.timeout_tls_handshake
-    return kwargs
+def _factory(owner: "VirtualServerRuntime", f: "VirtualServerRuntime") -> Callable[[], Any]:
+    """The new listener's protocol factory: `owner`'s protocols, behind `f`'s TLS if it has one."""
+    return protocol_factory(owner.factory, f.client_ssl, f.profile.timeout_tls_handshake or None)
 
 
 async def _rearm(owner: "VirtualServerRuntime", f: "VirtualServerRuntime", server: asyncio.Server) -> list[asyncio.Server]:
@@ -278,7 +275,7 @@ async def _rearm(owner: "VirtualServerRuntime", f: "VirtualServerRuntime", serve
             dup = socket.socket(fileno=os.dup(sock.fileno()))
             try:
                 out.append(await loop.create_server(
-                    owner.factory, sock=dup, backlog=f.config.backlog, start_serving=False, **_ssl_kwargs(f)
+                    _factory(owner, f), sock=dup, backlog=f.config.backlog, start_serving=False
                 ))
             except BaseException:
                 dup.close()
@@ -294,8 +291,8 @@ async def _open(owner: "VirtualServerRuntime", f: "VirtualServerRuntime", addres
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in address.host else socket.AF_UNSPEC
     return await loop.create_server(
-        owner.factory, address.host, address.port, family=family, backlog=f.config.backlog,
-        reuse_address=True, start_serving=False, **_ssl_kwargs(f),
+        _factory(owner, f), address.host, address.port, family=family, backlog=f.config.backlog,
+        reuse_address=True, start_serving=False,
     )
 
 

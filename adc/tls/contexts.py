@@ -1,7 +1,8 @@
 """TLS contexts: the client side of an `https` profile and the server side of a pool.
 
 `build_client_ssl(ClientSSL)` makes the context a listener terminates client TLS with
-(`loop.create_server(ssl=ctx, ssl_handshake_timeout=...)`); `build_server_ssl(ServerSSL)`
+(`adc.tls.termination`: `terminating(factory, ctx, loop, handshake_timeout)` is the
+listener's protocol factory); `build_server_ssl(ServerSSL)`
 makes what a pool dials its real servers with (`loop.create_connection(ssl=...,
 server_hostname=..., ssl_handshake_timeout=...)`). `handshake_failure_reason(exc)` turns
 a failed handshake into the short reason a log line carries.
@@ -54,7 +55,7 @@ TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
 }
 _VERIFY_CLIENT = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
-HandshakeErrorHook = Callable[[BaseException, "ClientSSLObject"], None]
+HandshakeErrorHook = Callable[[BaseException, Any], None]  # (exception, adc.tls.termination.TLSLayer)
 
 
 # --------------------------------------------------------------------------- shared settings
@@ -82,67 +83,41 @@ def _harden(ctx: ssl.SSLContext, min_version: str, max_version: str, ciphers: st
 # --------------------------------------------------------------------------- client side (https profile)
 
 
-class ClientSSLObject(ssl.SSLObject):
-    """The TLS state of one client connection.
+class SniRefusal:
+    """What the SNI choice of a strict listener refused during the handshake under way.
 
-    It remembers a refused SNI name, reports a failed handshake to the context's
-    `on_handshake_error`, and makes sure the client hears why: uvloop (like asyncio) drops
-    the connection on a handshake error without sending the alert OpenSSL prepared, so the
-    client would only see a reset. Instead the failure is held back once, reported as
-    "want read" so that the loop flushes the alert, and raised on the next step (the
-    client's reply or close, or the handshake timeout).
+    OpenSSL calls the SNI callback inside the handshake step that then fails, so the TLS
+    layer takes the refusal right after that step (`take()`), for the failure's log line.
     """
 
-    refused_sni: str | None = None  # set by the SNI callback when the handshake is refused
-    no_sni_refused: bool = False
-    _outgoing: ssl.MemoryBIO | None = None
-    _failure: BaseException | None = None
+    __slots__ = ("name", "no_name")
 
-    def do_handshake(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-        try:
-            super().do_handshake()
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            raise
-        except (ssl.SSLError, OSError) as e:
-            hook = getattr(self.context, "on_handshake_error", None)
-            if hook is not None:
-                try:
-                    hook(e, self)
-                except Exception:  # a logging hook must never break the handshake path
-                    pass
-            if self._outgoing is not None and self._outgoing.pending:
-                self._failure = e
-                raise ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ, "alert pending") from None
-            raise
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.no_name = False
+
+    def refuse(self, server_name: str | None) -> None:
+        if server_name:
+            self.name = server_name
+        else:
+            self.no_name = True
+
+    def take(self) -> tuple[str | None, bool]:
+        out = (self.name, self.no_name)
+        self.name, self.no_name = None, False
+        return out
 
 
 class ClientSSLContext(ssl.SSLContext):
-    """Server-side context of an https profile; `on_handshake_error(exc, ssl_object)` sees failed handshakes.
+    """Server-side context of an https profile, terminated by `adc.tls.termination.TLSLayer`.
 
-    uvloop reports a failed server-side handshake to nobody (it is an OSError); set
-    `on_handshake_error` to log it, with `handshake_failure_reason(exc, ssl_object)`.
+    `on_handshake_error(exc, layer)` sees each failed handshake (log it with
+    `handshake_failure_reason(exc, layer)` and `layer.peer`); `sni_refusal` tells the
+    layer what a strict listener refused.
     """
 
-    sslobject_class = ClientSSLObject
     on_handshake_error: HandshakeErrorHook | None = None
-
-    def wrap_bio(  # type: ignore[override]
-        self,
-        incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-        server_side: bool = False,
-        server_hostname: str | None = None,
-        session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLObject:
-        obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
-        obj._outgoing = outgoing  # type: ignore[attr-defined]
-        # The event loop reads, writes and polls through these for every record; the
-        # SSLObject methods only pass the call on to the C object, so hand it over directly.
-        c = obj._sslobj  # type: ignore[attr-defined]
-        obj.read, obj.write, obj.pending = c.read, c.write, c.pending  # type: ignore[method-assign]
-        return obj
+    sni_refusal: SniRefusal | None = None
 
 
 def _dns_names(cert_file: Path) -> list[str]:
@@ -226,23 +201,26 @@ def build_client_ssl(cfg: ClientSSL, on_handshake_error: HandshakeErrorHook | No
     if len(contexts) == 1 and not strict:
         return default  # nothing to choose
 
+    refusal = SniRefusal()
+    # the other certificates' contexts; not the default itself, which holds this callback:
+    # no reference cycle, so a reload frees the old contexts at once
+    others: dict[int, ssl.SSLContext] = dict(enumerate(contexts))
+    del others[0]
+
     def choose_certificate(ssl_object: Any, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        # ssl_object: the C-level TLS connection (its `context` picks the certificate)
         i = index.lookup(server_name) if server_name else None
         if i is None:
             if strict:
-                if isinstance(ssl_object, ClientSSLObject):
-                    if server_name:
-                        ssl_object.refused_sni = server_name
-                    else:
-                        ssl_object.no_sni_refused = True
+                refusal.refuse(server_name)
                 return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
             return None  # the default certificate
         if i:
-            ssl_object.context = contexts[i]
+            ssl_object.context = others[i]
         return None
 
     default.sni_callback = choose_certificate
-    default.sni_contexts = contexts  # type: ignore[attr-defined]  # kept alive with the default
+    default.sni_refusal = refusal
     return default
 
 
@@ -482,17 +460,17 @@ _REASONS = {
 }
 
 
-def handshake_failure_reason(exc: BaseException, ssl_object: Any = None) -> str:
+def handshake_failure_reason(exc: BaseException, layer: Any = None) -> str:
     """A short human reason for a failed handshake, for a log line.
 
-    `ssl_object` (the ClientSSLObject given to `on_handshake_error`) adds what only the
-    appliance knows, such as the SNI name a strict listener refused.
+    `layer` (the TLSLayer given to `on_handshake_error`) adds what only the appliance
+    knows, such as the SNI name a strict listener refused.
     """
-    if isinstance(ssl_object, ClientSSLObject):
-        if ssl_object.refused_sni is not None:
-            return f"unknown SNI name {ssl_object.refused_sni!r}"
-        if ssl_object.no_sni_refused:
-            return "no SNI name (strict SNI)"
+    refused = getattr(layer, "refused_sni", None)
+    if refused is not None:
+        return f"unknown SNI name {refused!r}"
+    if getattr(layer, "no_sni_refused", False):
+        return "no SNI name (strict SNI)"
     if isinstance(exc, ssl.SSLCertVerificationError):
         msg = (exc.verify_message or exc.reason or "").rstrip(".")
         if msg.startswith("Hostname mismatch"):

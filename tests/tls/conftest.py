@@ -13,6 +13,7 @@ import pytest
 import uvloop
 
 from adc.tls import certs
+from adc.tls.termination import terminating
 
 HANDSHAKE_TIMEOUT = 5.0
 IO_TIMEOUT = 5.0
@@ -164,8 +165,9 @@ async def tls_server() -> AsyncIterator[Callable[[ssl.SSLContext], Awaitable[TLS
     async def start(ctx: ssl.SSLContext) -> TLSServer:
         loop = asyncio.get_running_loop()
         accepted: list = []
+        # the appliance's own TLS termination, as an https listener runs it
         server = await loop.create_server(
-            lambda: Echo(accepted), "127.0.0.1", 0, ssl=ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+            terminating(lambda: Echo(accepted), ctx, loop, HANDSHAKE_TIMEOUT), "127.0.0.1", 0
         )
         s = TLSServer(server.sockets[0].getsockname()[1], accepted, server)
         made.append(s)

@@ -1,0 +1,373 @@
+"""TLS termination for `https` virtual servers: a memory-BIO TLS layer on a TCP transport.
+
+`TLSLayer` sits between the event loop's TCP transport and the Layer-7 protocol: it is
+the TCP transport's protocol and the Layer-7 protocol's transport. OpenSSL, through the
+stdlib `ssl` module's memory BIOs, does all of TLS; this class moves records between
+the two and keeps the transport contract the Layer-7 engine and the relay rely on.
+
+The event loop's own TLS support (`create_server(ssl=...)`) is not used for clients:
+it drives OpenSSL through the interpreted `ssl.SSLObject` wrappers, arms a timer per
+connection for the shutdown and hands the first request over one loop iteration late;
+this module is compiled with the traffic path (see `adc.compiled`) and does none of that.
+It also owns the handshake's failures, which the event loop reports to nobody: each one
+reaches the context's `on_handshake_error(exc, layer)` with the client's address
+(`layer.peer`), and the client hears OpenSSL's alert before the connection closes.
+
+Behaviour, like a TCP transport wherever TLS allows:
+
+- Handshake: bounded by `timeout_tls_handshake` (0 = unbounded); the protocol's
+  `connection_made` comes once it has succeeded. A client that connects and leaves
+  without sending a byte (a port check) is not a failure and is not reported.
+- Writes are encrypted at once and handed to the TCP transport, whose buffer is the only
+  one: the write-buffer size and limits, and `pause_writing`/`resume_writing`, are its own.
+  Under TLS 1.3 the session tickets OpenSSL writes at the end of the handshake go out
+  with the first answer rather than alone (the client sends first in HTTP).
+- Reads: the records of each chunk received are decrypted and delivered in one
+  `data_received`. While the protocol has paused reading, the TCP transport is paused and
+  what already arrived (at most one read's worth) waits.
+- Close: a close_notify alert, then the TCP transport closes once its buffer is flushed
+  (the client's close_notify is not awaited, as in HAProxy and NGINX). The client's
+  close_notify, or a FIN, ends its input: `eof_received`, and unless the protocol asks to
+  stay open, close. There is no half-close towards the client (`can_write_eof()` is false).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import Any, Final
+
+READ_CHUNK: Final = 262144  # the most one SSL read returns (one record is at most 16 KiB)
+
+# states
+HANDSHAKE: Final = 0
+OPEN: Final = 1
+CLOSING: Final = 2  # close_notify sent, the TCP transport flushes and closes
+CLOSED: Final = 3
+
+_NOT_CONNECTED: Final = "-"
+
+
+class TLSLayer:
+    """One client's TLS connection: protocol of the TCP transport, transport of `protocol`."""
+
+    def __init__(self, context: ssl.SSLContext, protocol: Any, loop: asyncio.AbstractEventLoop,
+                 handshake_timeout: float = 0.0) -> None:
+        self.context = context
+        self.protocol: Any = protocol
+        self.loop = loop
+        self.handshake_timeout = handshake_timeout
+        self.transport: Any = None  # the TCP transport
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.sslobj: Any = None  # the C-level TLS connection (`ssl.SSLObject._sslobj`)
+        self.state = HANDSHAKE
+        self.timer: asyncio.TimerHandle | None = None  # the handshake deadline
+        self.received = 0  # bytes received during the handshake
+        self.reading = True  # the protocol has not paused reading
+        self.read_scheduled = False
+        self.hold = False  # output waits for the first write (see _handshake)
+        self.connected = False  # the protocol's connection_made has been called
+        self.error: BaseException | None = None  # why the connection is aborted
+        # what the SNI choice refused, for the failure report (see adc.tls.contexts)
+        self.refused_sni: str | None = None
+        self.no_sni_refused = False
+
+    # -- the TCP transport's protocol --------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.sslobj = self.context._wrap_bio(  # type: ignore[attr-defined]
+            self.incoming, self.outgoing, True, None, owner=None, session=None
+        )
+        if self.handshake_timeout > 0:
+            self.timer = self.loop.call_later(self.handshake_timeout, self._handshake_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        self.incoming.write(data)
+        state = self.state
+        if state == OPEN:
+            self._read()
+        elif state == HANDSHAKE:
+            self.received += len(data)
+            self._handshake()
+        # CLOSING / CLOSED: what the client still sends is not read
+
+    def eof_received(self) -> bool:
+        if self.state == HANDSHAKE:
+            self._failed(ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol"))
+            return False
+        if self.state == OPEN:
+            return self._end_of_input()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        state = self.state
+        self.state = CLOSED
+        if state == HANDSHAKE:
+            self._report(exc if exc is not None else ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF"))
+            return
+        if self.connected:
+            self.connected = False
+            error = self.error
+            protocol = self.protocol
+            self.protocol = None  # nothing calls it again; no cycle with a protocol that keeps us
+            protocol.connection_lost(exc if exc is not None or error is None else _as_exception(error))
+
+    def pause_writing(self) -> None:
+        if self.connected:
+            self.protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.connected:
+            self.protocol.resume_writing()
+
+    # -- handshake -----------------------------------------------------------------------------
+    def _handshake(self) -> None:
+        try:
+            self.sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            self._failed(exc)
+            return
+        self._cancel_timer()
+        self.state = OPEN
+        if self.sslobj.version() == "TLSv1.3":
+            # What the handshake's last step wrote is the session tickets: they go out with
+            # the first answer, one packet (and one wake-up of the client) fewer. Under TLS
+            # 1.2 it is the server's Finished, which the client waits for.
+            self.hold = True
+        else:
+            self._flush()
+        self.connected = True
+        self.protocol.connection_made(self)
+        if self.state == OPEN and self.incoming.pending:
+            self._read()  # the first request came with the handshake's last flight
+
+    def _failed(self, exc: BaseException) -> None:
+        """The handshake failed: report it, send OpenSSL's alert, close."""
+        self._cancel_timer()
+        self.state = CLOSED
+        self._report(exc)
+        if self.transport is not None:
+            self._flush()
+            self.transport.close()
+
+    def _report(self, exc: BaseException) -> None:
+        if not self.received:
+            return  # connected and left without a word: a port check, not a failed handshake
+        self.received = 0  # once
+        hook = getattr(self.context, "on_handshake_error", None)
+        if hook is None:
+            return
+        refusal = getattr(self.context, "sni_refusal", None)
+        if refusal is not None:
+            self.refused_sni, self.no_sni_refused = refusal.take()
+        try:
+            hook(exc, self)
+        except Exception:  # a logging hook must never break the connection's handling
+            pass
+
+    def _handshake_timed_out(self) -> None:
+        self.timer = None
+        if self.state == HANDSHAKE:
+            self.received = self.received or 1  # a silent client that never finishes is reported too
+            self._failed(TimeoutError("TLS handshake timed out"))
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    @property
+    def peer(self) -> str:
+        """The client's address for log lines ("host:port")."""
+        t = self.transport
+        addr = t.get_extra_info("peername") if t is not None else None
+        if not addr:
+            return _NOT_CONNECTED
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # -- records in ----------------------------------------------------------------------------
+    def _read(self) -> None:
+        """Decrypt what has arrived and hand it to the protocol in one piece."""
+        if not self.reading:
+            return
+        sslobj = self.sslobj
+        incoming = self.incoming
+        first: bytes | None = None
+        more: list[bytes] | None = None
+        end = False
+        failure: BaseException | None = None
+        while incoming.pending or sslobj.pending():
+            try:
+                chunk: bytes = sslobj.read(READ_CHUNK)
+            except ssl.SSLWantReadError:
+                break  # the rest of a record is still on its way
+            except ssl.SSLZeroReturnError:
+                end = True
+                break
+            except (ssl.SSLError, OSError) as exc:
+                failure = exc
+                break
+            if not chunk:  # close_notify
+                end = True
+                break
+            if first is None:
+                first = chunk
+            elif more is None:
+                more = [first, chunk]
+            else:
+                more.append(chunk)
+        if self.outgoing.pending and not self.hold:
+            self._flush()  # say, the answer to a key update
+        if first is not None:
+            self.protocol.data_received(first if more is None else b"".join(more))
+        if self.state != OPEN:
+            return
+        if failure is not None:
+            self.error = failure
+            self.state = CLOSED
+            self.transport.abort()
+        elif end and not self._end_of_input():
+            self.close()
+
+    def _end_of_input(self) -> bool:
+        """The client has nothing more to send; True if the connection stays open (the protocol asks)."""
+        keep_open = bool(self.protocol.eof_received())
+        if not keep_open:
+            self.close()
+        return keep_open
+
+    def _read_later(self) -> None:
+        self.read_scheduled = False
+        if self.state == OPEN:
+            self._read()
+
+    # -- records out ---------------------------------------------------------------------------
+    def _flush(self) -> None:
+        if self.outgoing.pending:
+            self.transport.write(self.outgoing.read())
+
+    # -- the protocol's transport ---------------------------------------------------------------
+    def write(self, data: Any) -> None:
+        if self.state != OPEN or not data:
+            return
+        self.sslobj.write(data)
+        self.hold = False
+        self.transport.write(self.outgoing.read())  # with whatever was held
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS connections do not half-close")
+
+    def close(self) -> None:
+        state = self.state
+        if state >= CLOSING:
+            return
+        self._cancel_timer()
+        if state == HANDSHAKE:
+            self.state = CLOSED
+        else:
+            self.state = CLOSING
+            try:
+                self.sslobj.shutdown()  # writes close_notify; the client's is not awaited
+            except (ssl.SSLError, OSError, ValueError):
+                pass
+            self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._cancel_timer()
+        if self.state != CLOSED:
+            self.state = CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+
+    def is_closing(self) -> bool:
+        return self.state != OPEN
+
+    def pause_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            if self.transport is not None and self.state == OPEN:
+                self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self.reading:
+            self.reading = True
+            if self.state == OPEN:
+                self.transport.resume_reading()
+                if (self.incoming.pending or self.sslobj.pending()) and not self.read_scheduled:
+                    # what arrived while paused; not from inside the protocol's own call
+                    self.read_scheduled = True
+                    self.loop.call_soon(self._read_later)
+
+    def is_reading(self) -> bool:
+        return self.reading and self.state == OPEN
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.transport.set_write_buffer_limits(high=high, low=low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        limits: tuple[int, int] = self.transport.get_write_buffer_limits()
+        return limits
+
+    def get_write_buffer_size(self) -> int:
+        size: int = self.transport.get_write_buffer_size()
+        return size + self.outgoing.pending
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> Any:
+        return self.protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sslcontext":
+            return self.context
+        if name in ("ssl_object", "peercert", "cipher", "compression"):
+            if self.sslobj is None or self.state == HANDSHAKE:
+                return default
+            if name == "ssl_object":
+                return _ssl_object(self.sslobj)
+            if name == "peercert":
+                return self.sslobj.getpeercert()
+            if name == "cipher":
+                return self.sslobj.cipher()
+            return self.sslobj.compression()
+        if self.transport is None:
+            return default
+        return self.transport.get_extra_info(name, default)
+
+
+def _as_exception(exc: BaseException) -> Exception:
+    return exc if isinstance(exc, Exception) else ConnectionAbortedError(str(exc))
+
+
+def _ssl_object(sslobj: Any) -> ssl.SSLObject:
+    """The `ssl.SSLObject` API over a C-level TLS connection (made on demand, for callers)."""
+    view = ssl.SSLObject.__new__(ssl.SSLObject)
+    setattr(view, "_sslobj", sslobj)
+    return view
+
+
+def terminating(factory: Callable[[], Any], context: ssl.SSLContext, loop: asyncio.AbstractEventLoop,
+                handshake_timeout: float | None = None) -> Callable[[], TLSLayer]:
+    """A listener's protocol factory that terminates TLS in front of `factory`'s protocols."""
+    timeout = float(handshake_timeout or 0.0)
+
+    def make() -> TLSLayer:
+        return TLSLayer(context, factory(), loop, timeout)
+
+    return make
