@@ -16,6 +16,7 @@ costs no timer object of its own.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import logging
 import math
@@ -73,10 +74,18 @@ _DEADLINES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[_Deadlin
 )
 
 
+_last: "tuple[weakref.ref[asyncio.AbstractEventLoop], tuple[_Deadlines, _Deadlines]] | None" = None
+
+
 def _deadlines(loop: asyncio.AbstractEventLoop) -> tuple[_Deadlines, _Deadlines]:
+    global _last
+    last = _last
+    if last is not None and last[0]() is loop:  # the one loop there is, but for tests
+        return last[1]
     pair = _DEADLINES.get(loop)
     if pair is None:
         pair = _DEADLINES[loop] = (_Deadlines(FINE_SLOT_SECONDS), _Deadlines(COARSE_SLOT_SECONDS))
+    _last = (weakref.ref(loop), pair)
     return pair
 
 
@@ -88,9 +97,11 @@ def shutdown_write(transport: asyncio.BaseTransport) -> bool:
     if transport.get_write_buffer_size():  # type: ignore[attr-defined]
         return False
     try:
-        # a socket object on the transport's descriptor, detached again (never closed)
-        # afterwards; with family, type and protocol given it costs no system call
-        view = socket.socket(sock.family, sock.type, sock.proto, sock.fileno())
+        # A bare socket object on the transport's descriptor, detached again (never closed)
+        # afterwards. With family, type and protocol given it costs no system call; they
+        # are only labels here (shutdown() works whatever they say), so fixed ones spare
+        # reading the transport's. `_socket.socket`: the C type, without the Python layer.
+        view = _socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, sock.fileno())
     except (OSError, ValueError):  # ValueError: no descriptor any more (-1)
         return False
     try:
@@ -198,6 +209,7 @@ class Relay:
         server_fin_timeout: float,
         high_water: int = WRITE_HIGH_WATER_BYTES,
         on_close: Callable[["Relay", str], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ):
         self.session = session
         self.client = _Side(self, True)
@@ -206,7 +218,7 @@ class Relay:
         self.client_fin_timeout = client_fin_timeout
         self.server_fin_timeout = server_fin_timeout
         self.high_water = high_water
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.timer: int | None = None  # the deadline slot this session is filed under
         self.timer_wheel: _Deadlines | None = None
         self.closed = False

@@ -50,6 +50,15 @@ def describe_error(exc: BaseException) -> str:
     return str(exc) or exc.__class__.__name__
 
 
+def peer_text(transport: asyncio.BaseTransport) -> tuple[str, str]:
+    """(ip, "ip:port") of the transport's peer."""
+    peer = transport.get_extra_info("peername")
+    if not peer:
+        return "", "-"
+    host, port = peer[0], peer[1]
+    return host, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+
 async def connect_server(
     pool: PoolRuntime,
     ctx: PickContext,
@@ -59,6 +68,7 @@ async def connect_server(
     host: str | None = None,
     exclude: frozenset[str] = frozenset(),
     first: RealServerRuntime | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> tuple[RealServerRuntime, asyncio.Transport, P]:
     """Connect to a real server of `pool`; the server's connection count is taken.
 
@@ -66,7 +76,8 @@ async def connect_server(
     `first` forces the first attempt (persistence); `host` is the request's Host
     (for server SSL `sni = "@host"`). Raises `NoServerAvailable`.
     """
-    loop = asyncio.get_running_loop()
+    if loop is None:
+        loop = asyncio.get_running_loop()
     sni_from_request = pool.ssl is not None and getattr(pool.ssl.cfg, "sni", None) == "@host"
     tried: set[str] = set(exclude)
     reasons: list[str] = []

@@ -7,7 +7,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, cast
 
-from adc.engine.connect import NoServerAvailable, connect_server
+from adc.engine.connect import NoServerAvailable, connect_server, peer_text
 from adc.pools.balancers import PickContext
 from adc.relay import Relay
 from adc.runtime.stats import Session
@@ -17,15 +17,6 @@ if TYPE_CHECKING:
     from adc.pools.pool import RealServerRuntime
 
 log = logging.getLogger("adc.l4")
-
-
-def peer_text(transport: asyncio.BaseTransport) -> tuple[str, str]:
-    """(ip, "ip:port") of the transport's peer."""
-    peer = transport.get_extra_info("peername")
-    if not peer:
-        return "", "-"
-    host, port = peer[0], peer[1]
-    return host, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
 
 class L4Accept(asyncio.Protocol):

@@ -27,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from adc.config.model import ProfileType
-from adc.engine.connect import NoServerAvailable, connect_server
-from adc.engine.l4 import peer_text
+from adc.engine.connect import NoServerAvailable, connect_server, peer_text
 from adc.http.exchange import (
     AccessFacts,
     Action,
@@ -169,9 +168,6 @@ _NO_ACTIONS: "collections.deque[Action]" = collections.deque(maxlen=0)  # a tunn
 _NO_WRITES: list[bytes] = []
 
 
-_IDLE: "weakref.WeakKeyDictionary[Engine, IdleConnections]" = weakref.WeakKeyDictionary()
-
-
 # -- output written at the end of the event-loop iteration ----------------------------------------
 DEFER_WRITES_BELOW = 16 * 1024  # the output of an input this small waits for the end of the iteration
 
@@ -207,13 +203,10 @@ class Outbox:
                 log.exception("virtual_server %s: %s: writing failed", conn.vs.name, conn.client)
 
 
-_OUTBOX: "weakref.WeakKeyDictionary[Engine, Outbox]" = weakref.WeakKeyDictionary()
-
-
 def outbox(engine: "Engine") -> Outbox:
-    box = _OUTBOX.get(engine)
+    box: Outbox | None = engine.outbox
     if box is None:
-        box = _OUTBOX[engine] = Outbox()
+        box = engine.outbox = Outbox()
     return box
 
 
@@ -229,15 +222,16 @@ def _persistence_cookie(pool: "PoolRuntime", rs: Any, ctx: PickContext) -> bytes
 
 
 def idle_connections(engine: "Engine") -> IdleConnections:
-    idle = _IDLE.get(engine)
+    idle: IdleConnections | None = engine.idle
     if idle is None:
-        idle = _IDLE[engine] = IdleConnections()
+        idle = engine.idle = IdleConnections()
     return idle
 
 
 def close_idle(engine: "Engine") -> None:
     """Close every idle real-server connection of `engine` (call when stopping)."""
-    idle = _IDLE.pop(engine, None)
+    idle: IdleConnections | None = engine.idle
+    engine.idle = None
     if idle is not None:
         idle.close_all()
 
@@ -381,12 +375,16 @@ class ClientProtocol:
         self.open_task: asyncio.Task | None = None
         self.client_ip = ""
         self.client = "-"
-        self.loop = asyncio.get_running_loop()
+        loop: asyncio.AbstractEventLoop | None = vs.engine.loop
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0  # when `timer` fires
         # the shortest of the timeouts that count from activity (see _arm)
-        self.min_wait = min((t for t in (self.profile.timeout_client, self.profile.timeout_server) if t > 0),
-                            default=float("inf"))
+        wait = math.inf
+        for t in (self.profile.timeout_client, self.profile.timeout_server):
+            if 0 < t < wait:
+                wait = t
+        self.min_wait = wait
         now = self.loop.time()
         self.client_activity = now
         self.server_activity = now
@@ -655,7 +653,8 @@ class ClientProtocol:
     async def _connect(self, action: OpenServer, pool: "PoolRuntime", ctx: PickContext, first: Any) -> None:
         try:
             rs, transport, conn = await connect_server(
-                pool, ctx, self.profile, lambda: ServerProtocol(pool), host=action.request.host or None, first=first
+                pool, ctx, self.profile, lambda: ServerProtocol(pool), host=action.request.host or None, first=first,
+                loop=self.loop,
             )
         except NoServerAvailable as exc:
             self.open_task = None
@@ -808,6 +807,7 @@ class ClientProtocol:
             server_fin_timeout=p.timeout_server_fin,
             high_water=self.high_water,
             on_close=self._tunnel_closed,
+            loop=self.loop,
         )
         self.relay = relay
         self.server = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 
@@ -41,7 +40,8 @@ def check_websocket_request(head: RequestHead) -> str | None:
     if len(keys) != 1:
         return "missing or duplicate Sec-WebSocket-Key"
     try:
-        raw = base64.b64decode(keys[0].strip(), validate=True)
+        # strict: the base64 alphabet only, correct padding, nothing after it
+        raw = binascii.a2b_base64(keys[0].strip(), strict_mode=True)
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 16:
@@ -53,7 +53,7 @@ def check_websocket_request(head: RequestHead) -> str | None:
 
 
 def accept_key(key: bytes) -> bytes:
-    return base64.b64encode(hashlib.sha1(key.strip() + WEBSOCKET_GUID).digest())
+    return binascii.b2a_base64(hashlib.sha1(key.strip() + WEBSOCKET_GUID).digest(), newline=False)
 
 
 def may_tunnel(
