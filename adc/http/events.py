@@ -33,7 +33,7 @@ class BodyKind(enum.Enum):
     CLOSE = "close"  # a response read until the server closes
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class RequestHead:
     method: str
     target: bytes  # the request-target exactly as received
@@ -45,8 +45,21 @@ class RequestHead:
     path: str = ""  # target without the query, percent-decoding not applied
     host: str = ""  # Host without port, lower case
 
+    def __init__(self, method: str, target: bytes, version: str, headers: Headers, keep_alive: bool,
+                 body: BodyKind = BodyKind.NONE, content_length: int | None = None, path: str = "",
+                 host: str = "") -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.body = body
+        self.content_length = content_length
+        self.path = path
+        self.host = host
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ResponseHead:
     status: int
     reason: bytes
@@ -60,19 +73,37 @@ class ResponseHead:
     # and the server connection is not reused.
     framing_violation: str | None = None
 
+    def __init__(self, status: int, reason: bytes, version: str, headers: Headers, keep_alive: bool,
+                 body: BodyKind = BodyKind.NONE, content_length: int | None = None,
+                 framing_violation: str | None = None) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.body = body
+        self.content_length = content_length
+        self.framing_violation = framing_violation
+
     @property
     def interim(self) -> bool:
         return 100 <= self.status < 200 and self.status != 101
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Body:
     data: bytes
 
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class EndOfMessage:
     trailers: Headers = field(default_factory=list)
+
+    def __init__(self, trailers: Headers | None = None) -> None:
+        self.trailers = [] if trailers is None else trailers
 
 
 @dataclass(frozen=True, slots=True)

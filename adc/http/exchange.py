@@ -73,17 +73,23 @@ class IllegalTransition(AssertionError):
 # -- actions ------------------------------------------------------------------------------
 # Plain slotted dataclasses, not frozen: they are built per request on the hot path, and a
 # frozen dataclass pays for object.__setattr__ on every field in __init__. Treat them as values.
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class SendToServer:
     data: bytes
 
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class SendToClient:
     data: bytes
 
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class OpenServer:
     """Pick a real server of `pool` and connect (or reuse an idle connection unless `retry`)."""
 
@@ -91,6 +97,12 @@ class OpenServer:
     match: RouteMatch
     request: RequestHead
     retry: bool = False
+
+    def __init__(self, pool: str, match: RouteMatch, request: RequestHead, retry: bool = False) -> None:
+        self.pool = pool
+        self.match = match
+        self.request = request
+        self.retry = retry
 
 
 @dataclass(slots=True)
@@ -109,11 +121,14 @@ class StartTunnel:
     server_leftover: bytes
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ReleaseServer:
     """The current real-server connection is no longer needed by this exchange."""
 
     reusable: bool
+
+    def __init__(self, reusable: bool) -> None:
+        self.reusable = reusable
 
 
 @dataclass(slots=True)
@@ -133,14 +148,17 @@ class CloseClient:
     reason: str = ""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Count:
     """A counter the engine increments (e.g. `websocket_refused`)."""
 
     name: str
 
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class AccessFacts:
     """What the access log says about one request (timings are the engine's)."""
 
@@ -157,10 +175,29 @@ class AccessFacts:
     upgrade: str | None = None  # "tunnel", "refused", "declined" (non-101), "ignored"
     retried: bool = False
 
+    def __init__(self, method: str = "", target: str = "", host: str = "", version: str = "", route: str = "",
+                 pool: str | None = None, status: int = 0, bytes_in: int = 0, bytes_out: int = 0,
+                 reason: str | None = None, upgrade: str | None = None, retried: bool = False) -> None:
+        self.method = method
+        self.target = target
+        self.host = host
+        self.version = version
+        self.route = route
+        self.pool = pool
+        self.status = status
+        self.bytes_in = bytes_in
+        self.bytes_out = bytes_out
+        self.reason = reason
+        self.upgrade = upgrade
+        self.retried = retried
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class RequestDone:
     facts: AccessFacts
+
+    def __init__(self, facts: AccessFacts) -> None:
+        self.facts = facts
 
 
 Action = (
@@ -182,7 +219,7 @@ def _chunk(out: list, send: type, data: bytes) -> None:
         out.append(send(b"\r\n"))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Request:
     head: RequestHead
     match: RouteMatch
@@ -201,6 +238,25 @@ class _Request:
     retried: bool = False
     sent_body: bool = False
     set_cookie: bytes | None = None  # persistence cookie added to the response
+
+    def __init__(self, head: RequestHead, match: RouteMatch, facts: AccessFacts) -> None:
+        self.head = head
+        self.match = match
+        self.facts = facts
+        self.server_head = b""
+        self.complete = False
+        self.websocket = False
+        self.websocket_allowed = False
+        self.offered = None
+        self.response = None
+        self.response_started = False
+        self.server_byte_seen = False
+        self.close_after = False
+        self.dechunk = False
+        self.answered = False
+        self.retried = False
+        self.sent_body = False
+        self.set_cookie = None
 
 
 class Exchange:

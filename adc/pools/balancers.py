@@ -34,7 +34,7 @@ MAGLEV_TABLE_SIZE = 65537  # prime; the Maglev paper wants it well above 100 x t
 MAGLEV_PROBES = 64  # table entries tried after an unusable server before a plain scan
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class PickContext:
     """What a balancer may hash on. Layer 4 fills only `client_ip`."""
 
@@ -43,6 +43,15 @@ class PickContext:
     host: str = ""
     header: Callable[[str], str | None] | None = None
     cookie: Callable[[str], str | None] | None = None
+
+    def __init__(self, client_ip: str = "", uri: str = "", host: str = "",
+                 header: Callable[[str], str | None] | None = None,
+                 cookie: Callable[[str], str | None] | None = None) -> None:
+        self.client_ip = client_ip
+        self.uri = uri
+        self.host = host
+        self.header = header
+        self.cookie = cookie
 
 
 class Balancer(Protocol):
