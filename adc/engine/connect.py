@@ -59,6 +59,38 @@ def peer_text(transport: asyncio.BaseTransport) -> tuple[str, str]:
     return host, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
 
+class _Deadline:
+    """`timeout_connect` for one attempt: what `asyncio.timeout` does, without its interpreted code.
+
+    When it expires it cancels the dialling task; `timed_out()` then takes that cancellation
+    back (unless the task was cancelled from elsewhere too) so the attempt counts as a timeout.
+    """
+
+    __slots__ = ("task", "handle", "expired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        self.task = asyncio.current_task(loop)
+        self.expired = False
+        self.handle: asyncio.TimerHandle | None = (
+            loop.call_later(delay, self._expire) if self.task is not None else None
+        )
+
+    def _expire(self) -> None:
+        self.handle = None
+        if self.task is not None:
+            self.expired = True
+            self.task.cancel()
+
+    def disarm(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def timed_out(self) -> bool:
+        """After a CancelledError: True if it came from this deadline alone."""
+        return self.expired and self.task is not None and self.task.uncancel() == 0
+
+
 async def connect_server(
     pool: PoolRuntime,
     ctx: PickContext,
@@ -97,13 +129,27 @@ async def connect_server(
             if profile.timeout_connect > 0:
                 kwargs["ssl_handshake_timeout"] = profile.timeout_connect
         started = time.monotonic()
+        deadline = _Deadline(loop, profile.timeout_connect) if profile.timeout_connect > 0 else None
+        exc: BaseException | None = None
         try:
-            # asyncio.timeout, not wait_for: no extra task per connection
-            async with asyncio.timeout(profile.timeout_connect if profile.timeout_connect > 0 else None):
+            try:
                 transport, protocol = await loop.create_connection(
                     cast("Callable[[], asyncio.BaseProtocol]", protocol_factory), rs.address.host, rs.address.port, **kwargs
                 )
-        except (OSError, asyncio.TimeoutError, ssl.SSLError, ValueError) as exc:
+            finally:
+                if deadline is not None:
+                    deadline.disarm()
+        except asyncio.CancelledError:
+            if deadline is None or not deadline.timed_out():
+                pool.drop(rs)  # cancelled by the caller: never leak the slot
+                raise
+            exc = asyncio.TimeoutError()
+        except (OSError, asyncio.TimeoutError, ssl.SSLError, ValueError) as e:
+            exc = e
+        except BaseException:
+            pool.drop(rs)  # an error nobody expected: never leak the slot
+            raise
+        if exc is not None:
             # ValueError: a name the TLS layer refuses (IDNA), not the real server's fault
             pool.drop(rs)
             reason = describe_error(exc)
@@ -125,9 +171,6 @@ async def connect_server(
             reasons.append(f"{rs.name}: {reason}")
             pool.connect_failed(rs, CheckResult(False, f"live traffic: {reason}", time.monotonic() - started))
             continue
-        except BaseException:
-            pool.drop(rs)  # cancelled, or an error nobody expected: never leak the slot
-            raise
         return rs, transport, protocol  # type: ignore[return-value]
     if not reasons:
         raise NoServerAvailable(f"pool {pool.name}: no server available")

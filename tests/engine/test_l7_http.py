@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -154,6 +155,50 @@ async def test_dead_server_retried_elsewhere_and_503(appliance_factory, http_bac
     status, _, body = await read_response(reader)
     assert status == 503
     writer.close()
+
+
+def unanswering_listener() -> tuple[socket.socket, list[socket.socket], int]:
+    """A port whose accept queue is full: the kernel drops further SYNs, so a connect hangs."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    port = lst.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # more than the queue holds (backlog 0 -> one connection)
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        fillers.append(c)
+    return lst, fillers, port
+
+
+async def test_unanswered_connect_times_out_and_is_retried_elsewhere(appliance_factory, http_backends, caplog):
+    web = await http_backends("web")
+    lst, fillers, hung = unanswering_listener()
+    try:
+        port, port2 = free_port(), free_port()
+        quick = '[profile.quick]\ntype = "http"\ntimeout_connect = "200ms"\n'
+        await appliance_factory(config(port, {"web": [hung, web.port]}, profile="quick") + quick)
+        await appliance_factory(
+            config(port2, {"web": [hung]}, profile="quick").replace("virtual_server.web", "virtual_server.w2") + quick
+        )
+        loop = asyncio.get_running_loop()
+        statuses = []
+        for p in (port, port, port2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", p)
+            started = loop.time()
+            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            status = (await read_response(reader))[0]
+            statuses.append((status, loop.time() - started < 2.0))
+            writer.close()
+        # the hung server is tried first at most once per request, then the other one answers;
+        # alone, it costs one timeout and the client gets a 503
+        assert statuses == [(200, True), (200, True), (503, True)]
+        assert "web1" not in caplog.text and "connect timeout" in caplog.text
+    finally:
+        for c in fillers:
+            c.close()
+        lst.close()
 
 
 async def test_reused_connection_closed_by_server_is_retried(appliance_factory, http_backends):
