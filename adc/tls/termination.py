@@ -38,7 +38,10 @@ import ssl
 from collections.abc import Callable
 from typing import Any, Final
 
-READ_CHUNK: Final = 262144  # the most one SSL read returns (one record is at most 16 KiB)
+# One SSL read returns at most one record's 16 KiB. Reads ask for no more than what has
+# arrived: a larger buffer would be allocated (and, above glibc's mmap threshold, mapped
+# and unmapped) for every read, to hold a few hundred bytes.
+MAX_READ: Final = 16384
 
 # states
 HANDSHAKE: Final = 0
@@ -66,6 +69,8 @@ class TLSLayer:
         self.timer: asyncio.TimerHandle | None = None  # the handshake deadline
         self.received = 0  # bytes received during the handshake
         self.reading = True  # the protocol has not paused reading
+        self.client_done = False  # the client's close_notify or FIN has come
+        self.eof_told = False  # the protocol has had eof_received
         self.read_scheduled = False
         self.hold = False  # output waits for the first write (see _handshake)
         self.connected = False  # the protocol's connection_made has been called
@@ -98,6 +103,14 @@ class TLSLayer:
             self._failed(ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol"))
             return False
         if self.state == OPEN:
+            self.client_done = True
+            if self.incoming.pending or self.sslobj.pending():
+                self._read()  # what came before the FIN goes first
+                if self.state != OPEN:
+                    return False
+                if not self.eof_told:  # the protocol has paused reading: EOF once it has the rest
+                    return True
+                return self.state == OPEN
             return self._end_of_input()
         return False
 
@@ -203,9 +216,12 @@ class TLSLayer:
         more: list[bytes] | None = None
         end = False
         failure: BaseException | None = None
-        while incoming.pending or sslobj.pending():
+        while True:
+            size: int = incoming.pending + sslobj.pending()
+            if not size:
+                break
             try:
-                chunk: bytes = sslobj.read(READ_CHUNK)
+                chunk: bytes = sslobj.read(size if size < MAX_READ else MAX_READ)
             except ssl.SSLWantReadError:
                 break  # the rest of a record is still on its way
             except ssl.SSLZeroReturnError:
@@ -233,11 +249,15 @@ class TLSLayer:
             self.error = failure
             self.state = CLOSED
             self.transport.abort()
-        elif end and not self._end_of_input():
-            self.close()
+        elif end or (self.client_done and self.reading and not (incoming.pending or sslobj.pending())):
+            self._end_of_input()
 
     def _end_of_input(self) -> bool:
         """The client has nothing more to send; True if the connection stays open (the protocol asks)."""
+        self.client_done = True
+        if self.eof_told:
+            return True
+        self.eof_told = True
         keep_open = bool(self.protocol.eof_received())
         if not keep_open:
             self.close()

@@ -185,6 +185,25 @@ async def test_paused_reading_holds_the_records_and_loses_none(layer_server, pki
     await asyncio.wait_for(made[0].lost, IO_TIMEOUT)
 
 
+async def test_the_end_of_input_waits_for_the_records_before_it(layer_server, pki):
+    """The client sends, then closes, while the protocol has paused reading: all of it, then EOF."""
+    port, made, _ = await layer_server(pause_after=1)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki), server_hostname="localhost")
+    payload = bytes(range(256)) * 2048  # 512 KiB
+    writer.write(payload)
+    writer.close()  # close_notify and FIN right behind the data
+    await until(lambda: made and "paused" in made[0].events, "the pause")
+    await asyncio.sleep(0.2)
+    assert "eof" not in made[0].events and len(made[0].data) < len(payload)
+    layer = made[0].transport
+    assert layer is not None
+    made[0].pause_after = 0
+    layer.resume_reading()
+    assert await asyncio.wait_for(made[0].lost, IO_TIMEOUT) is None
+    assert bytes(made[0].data) == payload
+    assert made[0].events == ["made", "paused", "eof", "lost"]
+
+
 async def test_close_notify_ends_the_input_then_the_connection(layer_server, pki):
     port, made, _ = await layer_server()
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki), server_hostname="localhost")
