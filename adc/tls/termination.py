@@ -105,11 +105,9 @@ class TLSLayer:
         if self.state == OPEN:
             self.client_done = True
             if self.incoming.pending or self.sslobj.pending():
-                self._read()  # what came before the FIN goes first
-                if self.state != OPEN:
-                    return False
-                if not self.eof_told:  # the protocol has paused reading: EOF once it has the rest
-                    return True
+                # what came before the FIN goes first, then the EOF (once the protocol reads again,
+                # if it has paused reading); the connection stays open until then
+                self._read()
                 return self.state == OPEN
             return self._end_of_input()
         return False
@@ -249,7 +247,8 @@ class TLSLayer:
             self.error = failure
             self.state = CLOSED
             self.transport.abort()
-        elif end or (self.client_done and self.reading and not (incoming.pending or sslobj.pending())):
+        elif end or self.client_done:
+            # after the client's FIN, whatever is left is a record cut short: it never completes
             self._end_of_input()
 
     def _end_of_input(self) -> bool:

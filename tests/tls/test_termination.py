@@ -221,6 +221,30 @@ async def test_close_notify_ends_the_input_then_the_connection(layer_server, pki
     assert layer.is_closing()
 
 
+async def test_a_record_cut_short_by_the_fin_ends_the_input(layer_server, pki):
+    port, made, _ = await layer_server()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(10):  # bounded: a TLS 1.3 handshake takes two rounds
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            writer.write(outgoing.read())
+            incoming.write(await asyncio.wait_for(reader.read(65536), IO_TIMEOUT))
+    client.write(b"whole")
+    whole = outgoing.read()
+    client.write(b"cut short")
+    cut = outgoing.read()
+    writer.write(whole + cut[:-3])
+    writer.write_eof()  # FIN inside the second record
+    assert await asyncio.wait_for(made[0].lost, IO_TIMEOUT) is None  # the appliance closes, unprompted
+    assert bytes(made[0].data) == b"whole"
+    assert made[0].events == ["made", "eof", "lost"]
+    writer.close()
+
+
 async def test_the_first_answer_carries_the_tls13_tickets(layer_server, pki):
     """Under TLS 1.3 nothing follows the handshake until the answer; resumption still works."""
     port, made, _ = await layer_server()
