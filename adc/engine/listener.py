@@ -10,6 +10,7 @@ import ssl
 from typing import Any, Callable
 
 from adc.config.model import Address
+from adc.tls.termination import terminating
 
 log = logging.getLogger("adc.listener")
 
@@ -53,8 +54,6 @@ def protocol_factory(
     `TLSLayer` in front of its protocol (adc.tls.termination: not the event loop's TLS)."""
     if ssl_context is None:
         return factory
-    from adc.tls.termination import terminating
-
     return terminating(factory, ssl_context, asyncio.get_running_loop(), handshake_timeout)
 
 

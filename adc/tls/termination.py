@@ -67,14 +67,15 @@ class TLSLayer:
         self.sslobj: Any = None  # the C-level TLS connection (`ssl.SSLObject._sslobj`)
         self.state = HANDSHAKE
         self.timer: asyncio.TimerHandle | None = None  # the handshake deadline
-        self.received = 0  # bytes received during the handshake
+        self.spoke = False  # the client sent bytes during the handshake (a failure is worth a report)
+        self.reported = False  # its failure has been reported
         self.reading = True  # the protocol has not paused reading
         self.client_done = False  # the client's close_notify or FIN has come
         self.eof_told = False  # the protocol has had eof_received
         self.read_scheduled = False
         self.hold = False  # output waits for the first write (see _handshake)
         self.connected = False  # the protocol's connection_made has been called
-        self.error: BaseException | None = None  # why the connection is aborted
+        self.error: Exception | None = None  # why the connection was aborted
         # what the SNI choice refused, for the failure report (see adc.tls.contexts)
         self.refused_sni: str | None = None
         self.no_sni_refused = False
@@ -89,14 +90,15 @@ class TLSLayer:
             self.timer = self.loop.call_later(self.handshake_timeout, self._handshake_timed_out)
 
     def data_received(self, data: bytes) -> None:
-        self.incoming.write(data)
         state = self.state
         if state == OPEN:
+            self.incoming.write(data)
             self._read()
         elif state == HANDSHAKE:
-            self.received += len(data)
+            self.incoming.write(data)
+            self.spoke = True
             self._handshake()
-        # CLOSING / CLOSED: what the client still sends is not read
+        # CLOSING / CLOSED: what the client still sends is dropped, not kept
 
     def eof_received(self) -> bool:
         if self.state == HANDSHAKE:
@@ -124,7 +126,7 @@ class TLSLayer:
             error = self.error
             protocol = self.protocol
             self.protocol = None  # nothing calls it again; no cycle with a protocol that keeps us
-            protocol.connection_lost(exc if exc is not None or error is None else _as_exception(error))
+            protocol.connection_lost(exc if exc is not None else error)
 
     def pause_writing(self) -> None:
         if self.connected:
@@ -168,9 +170,9 @@ class TLSLayer:
             self.transport.close()
 
     def _report(self, exc: BaseException) -> None:
-        if not self.received:
-            return  # connected and left without a word: a port check, not a failed handshake
-        self.received = 0  # once
+        if not self.spoke or self.reported:
+            return  # connected and left without a word (a port check), or already reported
+        self.reported = True
         hook = getattr(self.context, "on_handshake_error", None)
         if hook is None:
             return
@@ -185,7 +187,7 @@ class TLSLayer:
     def _handshake_timed_out(self) -> None:
         self.timer = None
         if self.state == HANDSHAKE:
-            self.received = self.received or 1  # a silent client that never finishes is reported too
+            self.spoke = True  # a silent client holding the connection is reported too
             self._failed(TimeoutError("TLS handshake timed out"))
 
     def _cancel_timer(self) -> None:
@@ -213,7 +215,7 @@ class TLSLayer:
         first: bytes | None = None
         more: list[bytes] | None = None
         end = False
-        failure: BaseException | None = None
+        failure: Exception | None = None
         while True:
             size: int = incoming.pending + sslobj.pending()
             if not size:
@@ -308,8 +310,7 @@ class TLSLayer:
 
     def abort(self) -> None:
         self._cancel_timer()
-        if self.state != CLOSED:
-            self.state = CLOSED
+        self.state = CLOSED
         if self.transport is not None:
             self.transport.abort()
 
@@ -368,10 +369,6 @@ class TLSLayer:
         if self.transport is None:
             return default
         return self.transport.get_extra_info(name, default)
-
-
-def _as_exception(exc: BaseException) -> Exception:
-    return exc if isinstance(exc, Exception) else ConnectionAbortedError(str(exc))
 
 
 def _ssl_object(sslobj: Any) -> ssl.SSLObject:

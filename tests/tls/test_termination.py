@@ -86,6 +86,28 @@ def client_context(pki) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(pki.ca))
 
 
+async def tls_connection(port: int, pki) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki), server_hostname="localhost")
+
+
+async def bio_client(port: int, pki):
+    """A TLS client over memory BIOs, handshake done: (ssl object, incoming, outgoing, reader, writer).
+
+    Its bytes go out only when the test writes them, so a test can cut them where it likes.
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(10):  # bounded: a TLS 1.3 handshake takes two rounds
+        try:
+            client.do_handshake()
+            return client, incoming, outgoing, reader, writer
+        except ssl.SSLWantReadError:
+            writer.write(outgoing.read())
+            incoming.write(await asyncio.wait_for(reader.read(65536), IO_TIMEOUT))
+    raise AssertionError("no handshake in 10 rounds")
+
+
 async def until(predicate, what: str) -> None:
     for _ in range(500):  # bounded: 5 s
         if predicate():
@@ -140,7 +162,7 @@ async def test_handshake_timeout_closes_and_is_reported(layer_server):
 async def test_write_flow_control_is_the_tcp_transports(layer_server, pki):
     """A client that does not read: the protocol is paused, the buffer stays bounded, then resumed."""
     port, made, _ = await layer_server()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki), server_hostname="localhost")
+    reader, writer = await tls_connection(port, pki)
     writer.write(b"go")
     await until(lambda: made and made[0].data == b"go", "the request")
     layer = made[0].transport
@@ -166,7 +188,7 @@ async def test_write_flow_control_is_the_tcp_transports(layer_server, pki):
 
 async def test_paused_reading_holds_the_records_and_loses_none(layer_server, pki):
     port, made, _ = await layer_server(pause_after=1)
-    _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki), server_hostname="localhost")
+    _reader, writer = await tls_connection(port, pki)
     payload = bytes(range(256)) * 4096  # 1 MiB in many records
     writer.write(payload)
     await until(lambda: made and "paused" in made[0].events, "the pause")
@@ -188,7 +210,7 @@ async def test_paused_reading_holds_the_records_and_loses_none(layer_server, pki
 async def test_the_end_of_input_waits_for_the_records_before_it(layer_server, pki):
     """The client sends, then closes, while the protocol has paused reading: all of it, then EOF."""
     port, made, _ = await layer_server(pause_after=1)
-    _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki), server_hostname="localhost")
+    _reader, writer = await tls_connection(port, pki)
     payload = bytes(range(256)) * 2048  # 512 KiB
     writer.write(payload)
     writer.close()  # close_notify and FIN right behind the data
@@ -206,7 +228,7 @@ async def test_the_end_of_input_waits_for_the_records_before_it(layer_server, pk
 
 async def test_close_notify_ends_the_input_then_the_connection(layer_server, pki):
     port, made, _ = await layer_server()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki), server_hostname="localhost")
+    reader, writer = await tls_connection(port, pki)
     writer.write(b"last words")
     await until(lambda: made and made[0].data == b"last words", "the data")
     layer = made[0].transport
@@ -223,16 +245,7 @@ async def test_close_notify_ends_the_input_then_the_connection(layer_server, pki
 
 async def test_a_record_cut_short_by_the_fin_ends_the_input(layer_server, pki):
     port, made, _ = await layer_server()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    for _ in range(10):  # bounded: a TLS 1.3 handshake takes two rounds
-        try:
-            client.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            writer.write(outgoing.read())
-            incoming.write(await asyncio.wait_for(reader.read(65536), IO_TIMEOUT))
+    client, incoming, outgoing, reader, writer = await bio_client(port, pki)
     client.write(b"whole")
     whole = outgoing.read()
     client.write(b"cut short")
@@ -248,17 +261,7 @@ async def test_a_record_cut_short_by_the_fin_ends_the_input(layer_server, pki):
 async def test_the_first_answer_carries_the_tls13_tickets(layer_server, pki):
     """Under TLS 1.3 nothing follows the handshake until the answer; resumption still works."""
     port, made, _ = await layer_server()
-    ctx = client_context(pki)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    for _ in range(10):  # bounded: a TLS 1.3 handshake takes two rounds
-        try:
-            client.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            writer.write(outgoing.read())
-            incoming.write(await asyncio.wait_for(reader.read(65536), IO_TIMEOUT))
+    client, incoming, outgoing, reader, writer = await bio_client(port, pki)
     assert client.version() == "TLSv1.3"
     writer.write(outgoing.read())  # the client's Finished
     with pytest.raises(asyncio.TimeoutError):
