@@ -575,7 +575,11 @@ def measure_safely(fn: Measure, px: Proxy, title: str = "", secs: float = 3.0) -
 def run_rows(rows_and_fns: list[tuple[Row, Measure]], mode: str, backend_kind: str, targets: list[str],
              reps: int, tls: tuple[Path, Path, Path] | None = None) -> None:
     """Start every target's proxy (all on CPU 0, only one loaded at a time), then take each measurement
-    `reps` times, alternating targets so that drift of the machine hits them alike; keep the median."""
+    `reps` times, alternating targets so that drift of the machine hits them alike; keep the median.
+
+    The order turns by one each repetition (direct, haproxy, adc; then haproxy, adc, direct; ...):
+    a run leaves tens of thousands of TIME_WAIT sockets towards the real server for the next one
+    to dial past, and the direct run leaves the most, so no target may always come right after it."""
     with backend(backend_kind) as be, ExitStack() as stack:
         proxies: dict[str, Proxy] = {}
         for target in targets:
@@ -588,8 +592,10 @@ def run_rows(rows_and_fns: list[tuple[Row, Measure]], mode: str, backend_kind: s
                 log(f"  {target}: {str(exc)[:300]}")
         for row, fn in rows_and_fns:
             runs: dict[str, list[Sample]] = {t: [] for t in proxies}
-            for _ in range(reps):
-                for target, px in proxies.items():
+            order = list(proxies.items())
+            for rep in range(reps):
+                turn = rep % len(order) if order else 0
+                for target, px in order[turn:] + order[:turn]:
                     if px.proc is not None and px.proc.poll() is not None:
                         runs[target].append(Sample(None, error=f"{target} exited"))
                         continue
