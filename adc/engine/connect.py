@@ -8,10 +8,14 @@ act on it) and another server is tried, up to `Profile.connect_retries` times.
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import logging
+import os
+import socket
 import ssl
 import time
-from typing import Callable, TypeVar, cast
+from typing import Any, Callable, TypeVar, cast
 
 from adc.config.model import Profile
 from adc.pools.balancers import PickContext
@@ -91,6 +95,79 @@ class _Deadline:
         return self.expired and self.task is not None and self.task.uncancel() == 0
 
 
+# host -> address family of an IP literal, 0 for a name (resolved by the event loop)
+_FAMILIES: dict[str, int] = {}
+_MAX_FAMILIES = 4096
+
+
+def _literal_family(host: str) -> int:
+    family = _FAMILIES.get(host)
+    if family is None:
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        except ValueError:
+            family = 0
+        if len(_FAMILIES) < _MAX_FAMILIES:
+            _FAMILIES[host] = family
+    return family
+
+
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+def _writable(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def dial(
+    loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], P], host: str, port: int, **kwargs: Any
+) -> tuple[asyncio.Transport, P]:
+    """`loop.create_connection` to `host`:`port`, sooner when the handshake is over at once.
+
+    On a near network (the same host, a short link) the TCP handshake is often complete
+    when connect() returns: the transport is then made at once, without waiting for the
+    event loop to report the socket writable, so the request follows the real server's
+    accept closely and it wakes once for both. A name is resolved by the event loop.
+    """
+    family = _literal_family(host)
+    if not family:
+        transport, protocol = await loop.create_connection(
+            cast("Callable[[], asyncio.BaseProtocol]", protocol_factory), host, port, **kwargs
+        )
+        return transport, protocol  # type: ignore[return-value]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        err = sock.connect_ex((host, port))
+        if err == errno.EINPROGRESS:
+            if not _connected(sock):
+                # Not from inside an except clause: a coroutine suspended there would
+                # leave that exception as the context of what others raise meanwhile.
+                fut = loop.create_future()
+                fd = sock.fileno()
+                loop.add_writer(fd, _writable, fut)
+                try:
+                    await fut
+                finally:
+                    loop.remove_writer(fd)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+        transport, protocol = await loop.create_connection(
+            cast("Callable[[], asyncio.BaseProtocol]", protocol_factory), sock=sock, **kwargs
+        )
+    except BaseException:
+        sock.close()
+        raise
+    return transport, protocol  # type: ignore[return-value]
+
+
 async def connect_server(
     pool: PoolRuntime,
     ctx: PickContext,
@@ -133,9 +210,7 @@ async def connect_server(
         exc: BaseException | None = None
         try:
             try:
-                transport, protocol = await loop.create_connection(
-                    cast("Callable[[], asyncio.BaseProtocol]", protocol_factory), rs.address.host, rs.address.port, **kwargs
-                )
+                transport, protocol = await dial(loop, protocol_factory, rs.address.host, rs.address.port, **kwargs)
             finally:
                 if deadline is not None:
                     deadline.disarm()

@@ -1,0 +1,116 @@
+"""`dial`: connecting to a real server, at once when the handshake is already over."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from adc.engine.connect import dial
+from tests.conftest import free_port
+from tests.engine.test_l7_http import unanswering_listener
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+class Collect(asyncio.Protocol):
+    def __init__(self):
+        self.data = bytearray()
+        self.got = asyncio.Event()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.data += data
+        self.got.set()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_dial_by_address_and_by_name(host):
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        transport, proto = await dial(loop, Collect, host, port)
+        try:
+            assert transport.get_extra_info("peername")[:2] == ("127.0.0.1", port)
+            sock = transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            transport.write(b"ping")
+            await asyncio.wait_for(proto.got.wait(), 5)
+            assert bytes(proto.data) == b"ping"
+        finally:
+            transport.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_refused_is_connection_refused_and_leaks_no_descriptor():
+    loop = asyncio.get_running_loop()
+    port = free_port()  # nothing listens there
+    before = open_fds()
+    for _ in range(20):
+        with pytest.raises(ConnectionRefusedError):
+            await dial(loop, Collect, "127.0.0.1", port)
+    assert open_fds() == before
+
+
+async def test_a_pending_connect_waits_and_can_be_cancelled_without_a_leak():
+    loop = asyncio.get_running_loop()
+    lst, fillers, port = unanswering_listener()
+    try:
+        before = open_fds()
+        task = asyncio.ensure_future(dial(loop, Collect, "127.0.0.1", port))
+        await asyncio.sleep(0.2)
+        assert not task.done()  # the SYN went unanswered: still waiting to be writable
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert open_fds() == before
+    finally:
+        for s in fillers:
+            s.close()
+        lst.close()
+
+
+async def test_a_connect_that_completes_later_is_waited_for():
+    loop = asyncio.get_running_loop()
+    lst, fillers, port = unanswering_listener()
+    try:
+        task = asyncio.ensure_future(dial(loop, Collect, "127.0.0.1", port))
+        await asyncio.sleep(0.1)
+        assert not task.done()
+        # make room in the accept queue: the kernel answers the client's next SYN retry
+        lst.setblocking(False)
+        accepted = []
+        deadline = loop.time() + 10
+        while not task.done() and loop.time() < deadline:
+            try:
+                conn, _ = lst.accept()
+                accepted.append(conn)
+            except BlockingIOError:
+                pass
+            await asyncio.sleep(0.05)
+        transport, _ = await asyncio.wait_for(task, 1)
+        assert transport.get_extra_info("peername")[1] == port
+        transport.close()
+        for c in accepted:
+            c.close()
+    finally:
+        for s in fillers:
+            s.close()
+        lst.close()
