@@ -147,7 +147,9 @@ async def dial(
         sock.setblocking(False)
         err = sock.connect_ex((host, port))
         if err == errno.EINPROGRESS:
-            if not _connected(sock):
+            if _connected(sock):
+                err = 0
+            else:
                 # Not from inside an except clause: a coroutine suspended there would
                 # leave that exception as the context of what others raise meanwhile.
                 fut = loop.create_future()
@@ -157,7 +159,7 @@ async def dial(
                     await fut
                 finally:
                     loop.remove_writer(fd)
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, os.strerror(err))
         transport, protocol = await loop.create_connection(
