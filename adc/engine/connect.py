@@ -126,7 +126,8 @@ def _writable(fut: asyncio.Future) -> None:
 
 
 async def dial(
-    loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], P], host: str, port: int, **kwargs: Any
+    loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], P], host: str, port: int,
+    first_data: bytes = b"", connected: Callable[[], None] | None = None, **kwargs: Any
 ) -> tuple[asyncio.Transport, P]:
     """`loop.create_connection` to `host`:`port`, sooner when the handshake is over at once.
 
@@ -135,12 +136,22 @@ async def dial(
     writability and waiting an event-loop turn for the report (a plain connection through
     the Layer-7 engine costs about a tenth less CPU). Otherwise it waits for writability
     as the event loop would. A name is resolved by the event loop.
+
+    `first_data` are the connection's first bytes (a request head). Without TLS they
+    leave the moment the TCP handshake is over, before the transport exists: the real
+    server finds them with the new connection and answers without another wake-up.
+    With TLS they are written once the handshake is over. Either way nothing else is
+    written before them. `connected` is called once the TCP connection is up, just
+    before they leave (the caller stops its connect deadline there: a request that has
+    left must not be counted a failed connect and sent to another server).
     """
     family = _literal_family(host)
     if not family:
         transport, protocol = await loop.create_connection(
             cast("Callable[[], asyncio.BaseProtocol]", protocol_factory), host, port, **kwargs
         )
+        if first_data:
+            transport.write(first_data)
         return transport, protocol  # type: ignore[return-value]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -162,9 +173,19 @@ async def dial(
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, os.strerror(err))
+        sent = 0
+        if first_data and kwargs.get("ssl") is None:
+            if connected is not None:
+                connected()
+            try:
+                sent = sock.send(first_data)
+            except (BlockingIOError, InterruptedError):
+                pass  # the transport writes it all
         transport, protocol = await loop.create_connection(
             cast("Callable[[], asyncio.BaseProtocol]", protocol_factory), sock=sock, **kwargs
         )
+        if sent < len(first_data):
+            transport.write(first_data[sent:] if sent else first_data)
     except BaseException:
         sock.close()
         raise
@@ -181,12 +202,14 @@ async def connect_server(
     exclude: frozenset[str] = frozenset(),
     first: RealServerRuntime | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
+    first_data: bytes = b"",
 ) -> tuple[RealServerRuntime, asyncio.Transport, P]:
     """Connect to a real server of `pool`; the server's connection count is taken.
 
     The caller owns the returned server slot and must `pool.drop(rs)` when done.
     `first` forces the first attempt (persistence); `host` is the request's Host
-    (for server SSL `sni = "@host"`). Raises `NoServerAvailable`.
+    (for server SSL `sni = "@host"`); `first_data` is written first on the connection
+    that succeeds (see `dial`). Raises `NoServerAvailable`.
     """
     if loop is None:
         loop = asyncio.get_running_loop()
@@ -213,7 +236,10 @@ async def connect_server(
         exc: BaseException | None = None
         try:
             try:
-                transport, protocol = await dial(loop, protocol_factory, rs.address.host, rs.address.port, **kwargs)
+                transport, protocol = await dial(
+                    loop, protocol_factory, rs.address.host, rs.address.port, first_data,
+                    None if deadline is None else deadline.disarm, **kwargs
+                )
             finally:
                 if deadline is not None:
                     deadline.disarm()

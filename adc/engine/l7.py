@@ -273,10 +273,17 @@ def _request_lookups(headers: Headers) -> tuple[Callable[[str], str | None], Cal
 
 # -- the real-server side ----------------------------------------------------------------------
 class ServerProtocol:
-    """One connection to a real server; owned by a client connection or idle."""
+    """One connection to a real server; owned by a client connection or idle.
+
+    A new connection carries its first request head from the start (see `dial`), so the
+    answer may arrive before the connection is handed to its client: until then what the
+    server sends is held (reading paused, so at most one read's worth) and passed on at
+    the handover (`hand_over`), its end included.
+    """
 
     __slots__ = (
         "rs", "pool", "owner", "transport", "idle", "idle_until", "ended", "read_paused", "requests", "high_water",
+        "held",
     )
 
     def __init__(self, pool: "PoolRuntime") -> None:
@@ -290,14 +297,19 @@ class ServerProtocol:
         self.read_paused = False
         self.requests = 0
         self.high_water = 0  # the write-buffer limit set on the transport (0: not yet)
+        self.held: bytes | None = None  # arrived before the handover to the first client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
-        if owner is None:  # bytes on an idle connection: it cannot be trusted any more
-            self._drop_idle()
+        if owner is None:
+            if self.requests == 0:  # not handed over yet: keep it for the client
+                self.held = data if self.held is None else self.held + data
+                self.set_reading(False)
+                return
+            self._drop_idle()  # bytes on an idle connection: it cannot be trusted any more
             return
         self.pool.counters.bytes_out += len(data)
         if self.rs is not None:
@@ -308,7 +320,8 @@ class ServerProtocol:
         self.ended = True
         owner = self.owner
         if owner is None:
-            self._drop_idle()
+            if self.requests:  # not before the handover, which reports it
+                self._drop_idle()
         else:
             owner.server_ended(self)
         return False
@@ -323,6 +336,15 @@ class ServerProtocol:
                 self.idle = None
         elif not already:
             owner.server_ended(self)
+
+    def hand_over(self) -> None:
+        """Pass what came before the handover (see the class) to the owner, now attached."""
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.data_received(held)
+        if self.ended and self.owner is not None:
+            self.owner.server_ended(self)
 
     def pause_writing(self) -> None:
         if self.owner is not None:
@@ -654,7 +676,7 @@ class ClientProtocol:
         try:
             rs, transport, conn = await connect_server(
                 pool, ctx, self.profile, lambda: ServerProtocol(pool), host=action.request.host or None, first=first,
-                loop=self.loop,
+                loop=self.loop, first_data=action.head,
             )
         except NoServerAvailable as exc:
             self.open_task = None
@@ -671,13 +693,18 @@ class ClientProtocol:
             return
         self.open_task = None
         conn.rs = rs
+        n = len(action.head)  # sent with the connection
+        pool.counters.bytes_in += n
+        rs.counters.bytes_in += n
         if self.closed or self.exchange is None or self.exchange.phase is not Phase.CONNECT:
             transport.close()
             pool.drop(rs)
             return
         self._attach(conn)
         cookie = None if pool.cookies is None else _persistence_cookie(pool, rs, ctx)
-        self._run(self.exchange.server_connected(reused=False, set_cookie=cookie))
+        self._run(self.exchange.server_connected(reused=False, set_cookie=cookie, head_sent=True))
+        if conn.held is not None or conn.ended:
+            conn.hand_over()
 
     def _attach(self, conn: ServerProtocol) -> None:
         self.server = conn

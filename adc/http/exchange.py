@@ -91,17 +91,24 @@ class SendToClient:
 
 @dataclass(slots=True, init=False)
 class OpenServer:
-    """Pick a real server of `pool` and connect (or reuse an idle connection unless `retry`)."""
+    """Pick a real server of `pool` and connect (or reuse an idle connection unless `retry`).
+
+    `head` is the request head as the real server gets it. A driver that opens a new
+    connection may send it with the connection, before reporting `server_connected(
+    head_sent=True)`; otherwise the exchange sends it once connected.
+    """
 
     pool: str
     match: RouteMatch
     request: RequestHead
+    head: bytes
     retry: bool = False
 
-    def __init__(self, pool: str, match: RouteMatch, request: RequestHead, retry: bool = False) -> None:
+    def __init__(self, pool: str, match: RouteMatch, request: RequestHead, head: bytes, retry: bool = False) -> None:
         self.pool = pool
         self.match = match
         self.request = request
+        self.head = head
         self.retry = retry
 
 
@@ -340,11 +347,14 @@ class Exchange:
             self._pump()
         return self._flush()
 
-    def server_connected(self, reused: bool = False, set_cookie: bytes | None = None) -> list[Action]:
+    def server_connected(
+        self, reused: bool = False, set_cookie: bytes | None = None, head_sent: bool = False
+    ) -> list[Action]:
         """The connection asked for by OpenServer is ready.
 
         `set_cookie` is a persistence cookie (`NAME=id; Path=/; HttpOnly`) to add to
-        the response, the 101 of an upgrade included.
+        the response, the 101 of an upgrade included. `head_sent`: the driver sent
+        `OpenServer.head` with the connection (no SendToServer for it then).
         """
         req = self._req
         if self.phase is not Phase.CONNECT or req is None:
@@ -352,7 +362,8 @@ class Exchange:
         self._server_reused = reused
         req.set_cookie = set_cookie
         self._rparser.expect(req.head.method)
-        self._out.append(SendToServer(req.server_head))
+        if not head_sent:
+            self._out.append(SendToServer(req.server_head))
         if req.complete:
             self._request_sent(req)
         else:
@@ -393,7 +404,7 @@ class Exchange:
                 self._out.append(Count("request_retried"))
                 self._enter(Phase.CONNECT)
                 assert req.match.pool is not None
-                self._out.append(OpenServer(req.match.pool, req.match, req.head, retry=True))
+                self._out.append(OpenServer(req.match.pool, req.match, req.head, req.server_head, retry=True))
             else:
                 self._fail_server(req, "real server closed the connection")
         self._pump()
@@ -619,7 +630,7 @@ class Exchange:
         req.server_head = self._server_head(head, index, req.websocket)
         self._enter(Phase.CONNECT)
         assert match.pool is not None
-        self._out.append(OpenServer(match.pool, match, head))
+        self._out.append(OpenServer(match.pool, match, head, req.server_head))
 
     def _server_head(self, head: RequestHead, index: dict[bytes, list[bytes]], websocket: bool) -> bytes:
         """The request head as sent to the real server: HTTP/1.1, hop-by-hop fields out, forwarding in."""

@@ -59,6 +59,30 @@ async def test_dial_by_address_and_by_name(host):
         await server.wait_closed()
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_first_data_leaves_first_once_connected(host):
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    calls = []
+    try:
+        transport, proto = await dial(loop, Collect, host, port, b"first,", lambda: calls.append("connected"))
+        try:
+            transport.write(b"then")
+            deadline = loop.time() + 5
+            while bytes(proto.data) != b"first,then" and loop.time() < deadline:
+                proto.got.clear()
+                await asyncio.wait_for(proto.got.wait(), 5)
+            assert bytes(proto.data) == b"first,then"
+            # by address the data leave with the TCP connection, once it is up
+            assert calls == (["connected"] if host == "127.0.0.1" else [])
+        finally:
+            transport.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_refused_is_connection_refused_and_leaks_no_descriptor():
     loop = asyncio.get_running_loop()
     port = free_port()  # nothing listens there

@@ -308,3 +308,53 @@ async def test_output_of_small_inputs_waits_for_the_end_of_the_iteration_and_lar
     for _ in range(len(burst) // len(one)):  # the rest come with proceed(), all in order
         assert (await read_response(reader))[0] == 404
     writer.close()
+
+
+async def test_answer_before_the_connection_is_handed_over_is_kept_in_order(appliance_factory):
+    """A real server that answers (or ends) the moment it accepts, before reading the request.
+
+    It accepts from the event loop's poll, so what it sends is there as soon as the
+    appliance starts reading the new connection, before that connection is handed over
+    to the client that asked for it: the answer is held and passed on at the handover,
+    body then end; an end alone must reach the client too (502), not wait for timeout_server.
+    """
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    accepted: list[socket.socket] = []
+    answer = [b"HTTP/1.1 200 OK\r\nX-Early: 1\r\n\r\nearly body"]
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        accepted.append(conn)
+        conn.sendall(answer[0])
+        conn.shutdown(socket.SHUT_WR)
+
+    loop.add_reader(listener.fileno(), accept)
+    port = free_port()
+    app = await appliance_factory(config(port, {"web": [listener.getsockname()[1]]}))
+    try:
+        for i in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+            status, headers, _ = await read_response(reader, head_only=True)
+            assert status == 200 and headers["x-early"] == "1"
+            assert await asyncio.wait_for(reader.read(), 5) == b"early body"  # then the close
+            writer.close()
+        # the request heads went out with the connections and arrived whole
+        heads = [conn.recv(4096) for conn in accepted]
+        assert [h.split(b"\r\n")[0] for h in heads] == [b"GET /%d HTTP/1.1" % i for i in range(5)]
+        assert heads[0].endswith(b"\r\n\r\n")
+        assert app.engine.pools["web"].counters.bytes_in == sum(map(len, heads))
+
+        answer[0] = b""  # the end alone
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /end HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, _, _ = await read_response(reader)
+        assert status == 502
+        writer.close()
+    finally:
+        loop.remove_reader(listener.fileno())
+        listener.close()
+        for conn in accepted:
+            conn.close()

@@ -142,6 +142,20 @@ def test_chunked_request_and_response_with_trailers():
     assert acts[-1].facts.bytes_in == 3
 
 
+def test_head_sent_with_the_connection_is_not_sent_again():
+    ex = make()
+    acts = ex.receive_client(b"PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nabc")
+    (open_server,) = [a for a in acts if isinstance(a, OpenServer)]
+    # the head a driver may send with a new connection is the one the exchange would send
+    assert open_server.head == b"PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n" + XF + b"\r\n"
+    acts = ex.server_connected(head_sent=True)
+    assert acts == [SendToServer(b"abc"), ResumeClient()]  # the body follows, the head is not repeated
+    assert ex.receive_client(b"def") == [SendToServer(b"def")]
+    assert ex.phase is Phase.READ_RESPONSE_HEAD
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert kinds(acts) == ["SendToClient", "ReleaseServer", "RequestDone"]
+
+
 def test_content_length_body_streamed():
     ex = make()
     acts = ex.receive_client(b"PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nabc")
