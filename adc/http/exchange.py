@@ -27,6 +27,7 @@ from adc.http.headers import (
     get_all,
     header_lines,
     keeps_all,
+    plain_upgrade,
     serialize,
     strip_hop_by_hop,
     without,
@@ -637,12 +638,11 @@ class Exchange:
         profile = self.profile
         start = b"%s %s HTTP/1.1\r\n" % (head.method.encode("ascii"), head.target)
         if (
-            not websocket
-            and not profile.forwarded
+            not profile.forwarded
             and b"x-forwarded-for" not in index
             and b"x-forwarded-proto" not in index
-            and keeps_all(index)
-        ):  # the usual request: its fields as received, then ours
+            and (plain_upgrade(index) if websocket else keeps_all(index))
+        ):  # the usual request (or upgrade): its fields as received, then ours
             tail = self._forwarding_tail
             if tail is None:  # the same for every request of this connection
                 tail = b"\r\n"

@@ -72,6 +72,26 @@ def keeps_all(index: dict[bytes, list[bytes]]) -> bool:
     return HOP_BY_HOP.isdisjoint(index) and b"\nproxy-" not in b"\n".join((b"", *index))
 
 
+_UPGRADE_HOPS: frozenset[bytes] = frozenset({b"connection", b"upgrade"})
+
+
+def plain_upgrade(index: dict[bytes, list[bytes]]) -> bool:
+    """The only hop-by-hop fields are one `Connection: Upgrade` and Upgrade (the usual upgrade).
+
+    Such a request goes to the real server with its fields as received: removing the
+    hop-by-hop fields but Upgrade and Connection, and writing Connection as `Upgrade`,
+    would change nothing.
+    """
+    connection = index.get(b"connection")
+    return (
+        connection is not None
+        and len(connection) == 1
+        and connection[0] == b"Upgrade"
+        and HOP_BY_HOP.intersection(index) == _UPGRADE_HOPS
+        and b"\nproxy-" not in b"\n".join((b"", *index))
+    )
+
+
 def strip_hop_by_hop(headers: Headers, keep: Iterable[bytes] = ()) -> Headers:
     """Headers without the hop-by-hop fields (and the ones Connection names).
 

@@ -221,6 +221,30 @@ def test_http10_client_gets_dechunked_body_and_close():
 
 
 # -- websocket upgrade ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "fields, sent",
+    [
+        # the usual upgrade: its fields as received
+        (b"Connection: Upgrade\r\n", b"Connection: Upgrade\r\n"),
+        # otherwise hop-by-hop fields go, and Connection is written as Upgrade
+        (b"Connection: keep-alive, Upgrade\r\nKeep-Alive: 5\r\n", b"Connection: Upgrade\r\n"),
+        (b"Connection: upgrade\r\nProxy-Authorization: x\r\n", b"Connection: Upgrade\r\n"),
+        (b"Connection: Upgrade, X-Secret\r\nX-Secret: 1\r\n", b"Connection: Upgrade\r\n"),
+    ],
+)
+def test_websocket_upgrade_head_for_the_real_server(fields, sent):
+    ex = make()
+    ex.receive_client(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n" + fields
+        + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    (send,) = ex.server_connected()
+    assert send.data == (
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n" + sent
+        + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + XF + b"\r\n"
+    )
+
+
 def test_101_opens_tunnel_with_leftovers_of_both_sides():
     ex = make()
     acts = ex.receive_client(ws_request() + b"\x81\x02hi")
