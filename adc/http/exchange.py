@@ -776,10 +776,13 @@ class Exchange:
             req.facts.status = 101
             req.facts.upgrade = "tunnel"
             start = b"HTTP/1.1 101 %s" % (resp.reason or b"Switching Protocols")
-            headers = strip_hop_by_hop(resp.headers, (b"upgrade", b"connection"))
-            if req.set_cookie is not None:
-                headers.append((b"Set-Cookie", req.set_cookie))
-            self._out.append(SendToClient(serialize(start, headers)))
+            if req.set_cookie is None and plain_upgrade(resp.headers.lowered):  # type: ignore[attr-defined]
+                self._out.append(SendToClient(b"%s\r\n%s\r\n" % (start, header_lines(resp.headers))))
+            else:
+                headers = strip_hop_by_hop(resp.headers, (b"upgrade", b"connection"))
+                if req.set_cookie is not None:
+                    headers.append((b"Set-Cookie", req.set_cookie))
+                self._out.append(SendToClient(serialize(start, headers)))
             self._out.append(RequestDone(req.facts))
             self._enter(Phase.TUNNEL)
             self._out.append(StartTunnel(self._parser.take_held(), self._rparser.leftover))

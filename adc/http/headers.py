@@ -67,9 +67,16 @@ def connection_tokens(headers: Headers) -> set[str]:
     return out
 
 
+def _no_proxy_fields(index: dict[bytes, list[bytes]]) -> bool:
+    for name in index:
+        if name.startswith(b"proxy-"):
+            return False
+    return True
+
+
 def keeps_all(index: dict[bytes, list[bytes]]) -> bool:
     """No field of this header index is hop-by-hop (the usual message)."""
-    return HOP_BY_HOP.isdisjoint(index) and b"\nproxy-" not in b"\n".join((b"", *index))
+    return HOP_BY_HOP.isdisjoint(index) and _no_proxy_fields(index)
 
 
 _UPGRADE_HOPS: frozenset[bytes] = frozenset({b"connection", b"upgrade"})
@@ -78,9 +85,8 @@ _UPGRADE_HOPS: frozenset[bytes] = frozenset({b"connection", b"upgrade"})
 def plain_upgrade(index: dict[bytes, list[bytes]]) -> bool:
     """The only hop-by-hop fields are one `Connection: Upgrade` and Upgrade (the usual upgrade).
 
-    Such a request goes to the real server with its fields as received: removing the
-    hop-by-hop fields but Upgrade and Connection, and writing Connection as `Upgrade`,
-    would change nothing.
+    Such a message goes on with its fields as received: removing the hop-by-hop fields
+    but Upgrade and Connection, and writing Connection as `Upgrade`, would change nothing.
     """
     connection = index.get(b"connection")
     return (
@@ -88,7 +94,7 @@ def plain_upgrade(index: dict[bytes, list[bytes]]) -> bool:
         and len(connection) == 1
         and connection[0] == b"Upgrade"
         and HOP_BY_HOP.intersection(index) == _UPGRADE_HOPS
-        and b"\nproxy-" not in b"\n".join((b"", *index))
+        and _no_proxy_fields(index)
     )
 
 

@@ -21,7 +21,7 @@ from adc.http.exchange import (
     SendToServer,
     StartTunnel,
 )
-from l7_playbook import PROFILE, XF, kinds, make, route, without_facts, ws_request, ws_response
+from l7_playbook import ACCEPT, PROFILE, XF, kinds, make, route, without_facts, ws_request, ws_response
 
 GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 GET_FWD = b"GET /x HTTP/1.1\r\nHost: a\r\n" + XF + b"\r\n"
@@ -243,6 +243,25 @@ def test_websocket_upgrade_head_for_the_real_server(fields, sent):
         b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n" + sent
         + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + XF + b"\r\n"
     )
+
+
+@pytest.mark.parametrize(
+    "fields, sent",
+    [
+        (b"Connection: Upgrade\r\nX-Server: 1\r\n", b"Connection: Upgrade\r\nX-Server: 1\r\n"),  # as received
+        (b"Connection: Upgrade\r\nKeep-Alive: 5\r\nProxy-Agent: x\r\n", b"Connection: Upgrade\r\n"),
+        (b"Connection: upgrade, X-Hop\r\nX-Hop: 1\r\n", b"Connection: upgrade, X-Hop\r\n"),
+    ],
+)
+def test_101_head_for_the_client(fields, sent):
+    ex = make()
+    ex.receive_client(ws_request())
+    ex.server_connected()
+    start = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+    accept = b"Sec-WebSocket-Accept: " + ACCEPT + b"\r\n"
+    acts = ex.receive_server(start + fields + accept + b"\r\n")
+    assert acts[0] == SendToClient(start + sent + accept + b"\r\n")
+    assert kinds(acts) == ["SendToClient", "RequestDone", "StartTunnel"]
 
 
 def test_101_opens_tunnel_with_leftovers_of_both_sides():
