@@ -303,7 +303,8 @@ def machine_facts() -> list[str]:
     return [
         f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
         f"CPU: {cpu}, {os.cpu_count()} cores; memory {int(mem) // 1024} MiB",
-        f"kernel: {platform.release()}; Python {platform.python_version()}",
+        f"kernel: {platform.release()}; Python {platform.python_version()} "
+        f"({os.path.realpath(getattr(sys, '_base_executable', sys.executable))}, which runs adc)",
         f"HAProxy: {first_line([HAPROXY, '-v'])}",
         f"wrk: {first_line(['wrk', '-v'])}; {first_line(['openssl', 'version'])}; gcc {first_line(['gcc', '-dumpfullversion'])}",
         f"pinning: proxy on CPU {PROXY_CPU}, load generator and real servers on CPU {LOAD_CPU}",
