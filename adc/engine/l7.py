@@ -338,7 +338,7 @@ class ServerProtocol:
             owner.server_ended(self)
 
     def hand_over(self) -> None:
-        """Pass what came before the handover (see the class) to the owner, now attached."""
+        """Pass what came before the handover (see the class), if anything, to the owner, now attached."""
         held = self.held
         if held is not None:
             self.held = None
@@ -703,8 +703,7 @@ class ClientProtocol:
         self._attach(conn)
         cookie = None if pool.cookies is None else _persistence_cookie(pool, rs, ctx)
         self._run(self.exchange.server_connected(reused=False, set_cookie=cookie, head_sent=True))
-        if conn.held is not None or conn.ended:
-            conn.hand_over()
+        conn.hand_over()
 
     def _attach(self, conn: ServerProtocol) -> None:
         self.server = conn
