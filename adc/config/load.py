@@ -630,13 +630,17 @@ class _Loader:
             timeout=s.conv("timeout", parse_duration, d.timeout),
             rise=s.int_range("rise", d.rise, 1, 100),
             fall=s.int_range("fall", d.fall, 1, 100),
+            fast_interval=s.conv("fast_interval", parse_duration, None),
+            down_interval=s.conv("down_interval", parse_duration, None),
             path=path,
             host=s.get("host", str, None),
             method=s.get("method", str, d.method).upper(),
             expect=tuple(expect),
         )
-        if cfg.interval <= 0:
-            s.error("interval", "must be greater than 0")
+        for key, value in (("interval", cfg.interval), ("fast_interval", cfg.fast_interval),
+                           ("down_interval", cfg.down_interval)):
+            if value is not None and value <= 0:
+                s.error(key, "must be greater than 0")
         if cfg.timeout <= 0:
             s.error("timeout", "must be greater than 0")
         s.finish()

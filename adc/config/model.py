@@ -158,6 +158,9 @@ class HealthCheck:
     timeout: float = 1.0
     rise: int = 2
     fall: int = 3
+    # HAProxy's fastinter and downinter; None = `interval`
+    fast_interval: float | None = None  # while a verdict is changing (some failures, or some successes)
+    down_interval: float | None = None  # while the server is down and nothing points to its return
     path: str = "/"
     host: str | None = None
     method: str = "GET"

@@ -1,11 +1,16 @@
 """Health monitor: probes every real server of every pool with a health check.
 
-Each real server is probed on its own schedule (`interval`, shortened by up to
-`JITTER` at random so probes of many servers do not line up; the first probe is
-spread over one interval). `RiseFall` (pure code) turns results into verdicts: a
-server goes down after `fall` failures in a row and comes back after `rise`
-successes in a row. Failed connects on live traffic (`PoolRuntime.on_connect_failure`)
-count as failures too. Every transition is logged and added to the EventLog with the
+Each real server is probed on its own schedule, shortened by up to `JITTER` at random
+so probes of many servers do not line up (the first probe is spread over one
+interval). `RiseFall` (pure code) turns results into verdicts: a server goes down
+after `fall` failures in a row and comes back after `rise` successes in a row.
+Failed connects on live traffic (`PoolRuntime.on_connect_failure`) count as failures too.
+
+The schedule follows the verdict, as HAProxy's inter/fastinter/downinter do
+(`probe_interval`): `interval` while nothing is changing, `fast_interval` while a
+verdict is changing (an up server has failed, a down one has answered), so a change
+is confirmed or dismissed sooner, and `down_interval` while a server is down. A
+failure seen on live traffic brings the next probe forward to `fast_interval`. Every transition is logged and added to the EventLog with the
 reason of the last check; every result is kept on the server (`last_check`).
 
 Servers start presumed up, as in HAProxy; a reload (`replace_pools`) keeps the
@@ -62,10 +67,28 @@ class RiseFall:
         return False
 
 
+def probe_interval(check: HealthCheck, state: RiseFall) -> float:
+    """Seconds from one probe to the next, for the verdict and the counts in `state`."""
+    if state.up:
+        changing = state.failures > 0
+        steady = check.interval
+    else:
+        changing = state.successes > 0
+        steady = check.interval if check.down_interval is None else check.down_interval
+    if changing and check.fast_interval is not None:
+        return check.fast_interval
+    return steady
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class _Watch:
     """One monitored real server."""
 
-    __slots__ = ("pool", "rs", "check", "state", "task")
+    __slots__ = ("pool", "rs", "check", "state", "task", "last_probe", "due", "wake")
 
     def __init__(self, pool: PoolRuntime, rs: RealServerRuntime, check: HealthCheck, up: bool):
         self.pool = pool
@@ -73,6 +96,9 @@ class _Watch:
         self.check = check
         self.state = RiseFall(check.rise, check.fall, up)
         self.task: asyncio.Task[None] | None = None
+        self.last_probe = 0.0  # loop time the last probe started
+        self.due = 0.0  # loop time of the next probe, while waiting for it
+        self.wake: asyncio.Future[None] | None = None  # while waiting: settled to look at `due` again
 
 
 class HealthMonitor:
@@ -166,18 +192,42 @@ class HealthMonitor:
 
     async def _run(self, watch: _Watch) -> None:
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(self.random() * watch.check.interval)
+        await self._wait(watch, loop.time() + self.random() * watch.check.interval)
         while True:
-            started = loop.time()
+            watch.last_probe = started = loop.time()
             result = await self.probe(watch.check, watch.pool, watch.rs)
             self.record(watch, result)
-            delay = watch.check.interval * (1.0 - JITTER * self.random()) - (loop.time() - started)
-            await asyncio.sleep(max(0.0, delay))
+            await self._wait(watch, started + probe_interval(watch.check, watch.state) * (1.0 - JITTER * self.random()))
+
+    async def _wait(self, watch: _Watch, due: float) -> None:
+        """Until `due`, or the earlier time `_bring_forward` sets meanwhile."""
+        loop = asyncio.get_running_loop()
+        watch.due = due
+        while (delay := watch.due - loop.time()) > 0:
+            wake = watch.wake = loop.create_future()
+            timer = loop.call_later(delay, _settle, wake)
+            try:
+                await wake
+            finally:
+                timer.cancel()
+        watch.due = 0.0
+        watch.wake = None
+
+    def _bring_forward(self, watch: _Watch) -> None:
+        """The verdict started changing between probes: the next one comes at the interval that applies now."""
+        wake = watch.wake
+        if wake is None:
+            return  # probing right now; the next wait is computed afterwards
+        due = watch.last_probe + probe_interval(watch.check, watch.state)
+        if due < watch.due:
+            watch.due = due
+            _settle(wake)
 
     def _connect_failure(self, rs: RealServerRuntime, result: CheckResult) -> None:
         watch = self.watches.get((rs.pool.name, rs.name))
         if watch is not None and watch.rs is rs:
             self.record(watch, result)
+            self._bring_forward(watch)
 
     def record(self, watch: _Watch, result: CheckResult) -> None:
         """Count one result (probe or live traffic) and apply a transition if there is one."""
@@ -211,6 +261,7 @@ class HealthMonitor:
                 "up": w.state.up,
                 "successes": w.state.successes,
                 "failures": w.state.failures,
+                "interval": probe_interval(w.check, w.state),
                 "last_check": w.rs.last_check.view() if w.rs.last_check else None,
             }
             for (p, s), w in self.watches.items()

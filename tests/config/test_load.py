@@ -107,6 +107,20 @@ def test_every_error_is_reported_verbatim(write_config):
     ]
 
 
+def test_health_check_intervals(write_config):
+    text = GOOD.replace('health = { type = "tcp", interval = "500ms" }',
+                        'health = { type = "tcp", interval = "5s", fast_interval = "250ms", down_interval = "1m" }')
+    check = load(write_config(text)).pools["chat"].health
+    assert (check.interval, check.fast_interval, check.down_interval) == (5.0, 0.25, 60.0)
+    assert load(write_config(GOOD)).pools["chat"].health.fast_interval is None  # = interval
+    bad = GOOD.replace('health = { type = "tcp", interval = "500ms" }',
+                       'health = { type = "tcp", fast_interval = "0", down_interval = "soon" }')
+    assert errors_of(write_config, bad) == [
+        "appliance.toml: pool.chat.health.down_interval: bad duration 'soon' (use a number and a unit: ms, s, m, h, d; \"0\" = none)",
+        "appliance.toml: pool.chat.health.fast_interval: must be greater than 0",
+    ]
+
+
 def test_duplicate_listen_addresses(write_config):
     text = """
     [virtual_server.a]

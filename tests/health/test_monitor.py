@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 
 import pytest
 from health_helpers import Spot, pool_for
 
 from adc.config.model import Address, HealthCheck, Pool, RealServer
-from adc.health.monitor import HealthMonitor, RiseFall
+from adc.health.monitor import HealthMonitor, RiseFall, probe_interval
 from adc.pools.balancers import PickContext
 from adc.pools.pool import CheckResult, PoolRuntime
 from adc.runtime.events import EventLog
@@ -46,6 +47,85 @@ def test_transitions_alternate(rise, fall):
         if rf.record(ok):
             flips.append(rf.up)
     assert flips == [False, True] * (len(flips) // 2) + ([False] if len(flips) % 2 else [])
+
+
+def test_probe_interval_follows_the_verdict():
+    check = HealthCheck(interval=2.0, fast_interval=0.5, down_interval=10.0, rise=2, fall=3)
+    rf = RiseFall(rise=2, fall=3)
+    seen = []
+    for result in "+--" "-" "+" "-" "+" "+":
+        rf.record(result == "+")
+        seen.append(probe_interval(check, rf))
+    # up; failing; failing; down; answering; down again; answering; up
+    assert seen == [2.0, 0.5, 0.5, 10.0, 0.5, 10.0, 0.5, 2.0]
+    plain = HealthCheck(interval=2.0)  # neither set: always `interval`, as before
+    assert probe_interval(plain, RiseFall(2, 3)) == 2.0
+    assert probe_interval(plain, RiseFall(2, 3, up=False)) == 2.0
+    failing = RiseFall(2, 3)
+    failing.record(False)
+    assert probe_interval(plain, failing) == 2.0
+
+
+class NoJitter(random.Random):
+    """First probe at once, every interval in full: a schedule a test can time."""
+
+    def random(self) -> float:
+        return 0.0
+
+
+async def test_probes_come_faster_while_a_verdict_changes_and_at_their_own_pace_while_down():
+    script = list("+--++")
+    times: list[float] = []
+
+    async def probe(check, pool, rs):
+        times.append(time.monotonic())
+        ok = script.pop(0) == "+" if script else True
+        return CheckResult(ok, "scripted")
+
+    check = HealthCheck(type="tcp", interval=0.3, fast_interval=0.02, down_interval=0.12, rise=2, fall=2)
+    pool = make_runtime([("a", 1)], check)
+    monitor = HealthMonitor({"p": pool}, EventLog(), probe=probe, rng=NoJitter())
+    monitor.start()
+    try:
+        await wait_for(lambda: len(times) >= 6, 3.0)
+    finally:
+        await monitor.stop()
+    gaps = [b - a for a, b in zip(times, times[1:])][:5]
+    # after: up, 1st failure, down (2nd failure), 1st success while down, up again
+    expected = [0.3, 0.02, 0.12, 0.02, 0.3]
+    for gap, want in zip(gaps, expected):
+        assert want - 0.005 <= gap < want + 0.07, (gaps, expected)
+    assert pool.servers["a"].healthy
+
+
+@pytest.mark.parametrize("fast", [0.02, None])
+async def test_a_live_failure_brings_the_next_probe_forward_to_fast_interval(fast):
+    times: list[float] = []
+
+    async def probe(check, pool, rs):
+        times.append(time.monotonic())
+        return CheckResult(True, "scripted")
+
+    check = HealthCheck(type="tcp", interval=5.0, fast_interval=fast, rise=1, fall=3)
+    pool = make_runtime([("a", 1)], check)
+    monitor = HealthMonitor({"p": pool}, EventLog(), probe=probe, rng=NoJitter())
+    monitor.start()
+    rs = pool.servers["a"]
+    try:
+        await wait_for(lambda: len(times) == 1, 1.0)
+        pool.connect_failed(rs, CheckResult(False, "live traffic: connection refused"))
+        assert rs.healthy and monitor.watches[("p", "a")].state.failures == 1
+        if fast is None:  # no fast_interval: the schedule stays at `interval`
+            await asyncio.sleep(0.3)
+            assert len(times) == 1
+            return
+        await wait_for(lambda: len(times) == 2, 0.5)
+        assert times[1] - times[0] < 0.25
+        assert monitor.watches[("p", "a")].state.failures == 0  # the probe passed: back to `interval`
+        await asyncio.sleep(0.3)
+        assert len(times) == 2
+    finally:
+        await monitor.stop()
 
 
 # ------------------------------------------------------------------ the monitor, real sockets
