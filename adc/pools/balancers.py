@@ -13,6 +13,7 @@ smoothly during slow start.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
@@ -358,34 +359,58 @@ def _name_hashes(name: str, size: int) -> tuple[int, int]:
     return offset, skip
 
 
-def maglev_table(names: Sequence[str], weights: Sequence[int], size: int = MAGLEV_TABLE_SIZE) -> list[int]:
-    """Maglev lookup table (Eisenbud et al., NSDI 2016), weighted as Envoy does it.
+class MaglevBuild:
+    """A Maglev lookup table (Eisenbud et al., NSDI 2016), weighted as Envoy does it, built in steps.
 
     Each server walks its own permutation of the table (offset + j * skip mod size, both
     from its name) and claims the first free entry on its turn; a server of weight w
-    takes a turn on w/max(weights) of the rounds. Returns entry -> index into `names`.
-    Depends only on names and weights, so every appliance builds the same table.
+    takes a turn on w/max(weights) of the rounds. `table` maps entry -> index into
+    `names`. It depends only on names and weights, so every appliance builds the same one.
+
+    Filling 65537 entries takes some 700,000 probes (tens of milliseconds): `step(budget)`
+    does at most about `budget` of them and says whether the table is complete, so an
+    event loop can build it between other work (see `Maglev`).
     """
-    n = len(names)
-    table = [-1] * size
-    if n == 0:
-        return table
-    pos = []
-    skips = []
-    for name in names:
-        offset, skip = _name_hashes(name, size)
-        pos.append(offset)
-        skips.append(skip)
-    maxw = max(weights)
-    target = [0] * n
-    filled = 0
-    iteration = 0
-    order = range(n)
-    while True:
-        iteration += 1
-        for i in order:
-            w = weights[i]
-            if iteration * w < target[i]:
+
+    __slots__ = ("size", "weights", "pos", "skips", "target", "maxw", "table", "filled", "iteration", "turn")
+
+    def __init__(self, names: Sequence[str], weights: Sequence[int], size: int = MAGLEV_TABLE_SIZE) -> None:
+        self.size = size
+        self.weights = list(weights)
+        self.table = [-1] * size
+        self.pos: list[int] = []
+        self.skips: list[int] = []
+        for name in names:
+            offset, skip = _name_hashes(name, size)
+            self.pos.append(offset)
+            self.skips.append(skip)
+        self.maxw = max(self.weights) if self.weights else 0
+        self.target = [0] * len(self.weights)
+        self.filled = 0 if self.weights else size  # no server: nothing to fill
+        self.iteration = 1
+        self.turn = 0  # the next server to take a turn in this round
+
+    @property
+    def done(self) -> bool:
+        return self.filled == self.size
+
+    def step(self, budget: int) -> bool:
+        """Fill entries until about `budget` probes are spent; True once the table is complete."""
+        size = self.size
+        n = len(self.weights)
+        table, pos, skips, target, weights = self.table, self.pos, self.skips, self.target, self.weights
+        maxw = self.maxw
+        filled = self.filled
+        iteration = self.iteration
+        i = self.turn
+        spent = 0
+        while filled < size and spent < budget:
+            if i == n:
+                i = 0
+                iteration += 1
+            if iteration * weights[i] < target[i]:  # not this server's round (weights)
+                i += 1
+                spent += 1
                 continue
             target[i] += maxw
             c = pos[i]
@@ -394,16 +419,45 @@ def maglev_table(names: Sequence[str], weights: Sequence[int], size: int = MAGLE
                 c += skip
                 if c >= size:
                     c -= size
+                spent += 1
             table[c] = i
             c += skip
             pos[i] = c - size if c >= size else c
             filled += 1
-            if filled == size:
-                return table
+            spent += 1
+            i += 1
+        self.filled = filled
+        self.iteration = iteration
+        self.turn = i
+        return filled == size
+
+
+def maglev_table(names: Sequence[str], weights: Sequence[int], size: int = MAGLEV_TABLE_SIZE) -> list[int]:
+    """The complete `MaglevBuild` table, at once: entry -> index into `names`."""
+    build = MaglevBuild(names, weights, size)
+    build.step(1 << 62)
+    return build.table
+
+
+MAGLEV_STEP_PROBES = 25_000  # probes per event-loop turn while a table is built (about a millisecond)
+# Tables kept by server set and weights: the one in use and the one before (half a MiB each at
+# the default size), so a server going down and up again costs no build.
+MAGLEV_KEPT_TABLES = 2
 
 
 class Maglev(_Base):
-    """Maglev consistent hashing on `hash_on`; when one of N servers leaves, about 1/N of keys move."""
+    """Maglev consistent hashing on `hash_on`; when one of N servers leaves, about 1/N of keys move.
+
+    A change of the server set or of a weight needs a new table. Under a running event
+    loop it is built in steps of `MAGLEV_STEP_PROBES` probes, one per loop turn, so a
+    state change never holds up traffic for the whole build (a new pool, at start or
+    reload, builds its first table at once). Until it is complete the previous table
+    serves, and its entries for servers that are no longer usable are passed over as
+    any unusable server is. Without a previous table (the first build under a loop after
+    every server was down), a plain hash over the available servers serves meanwhile.
+    The table before the current one is kept (by server set and weights), so a server
+    going down and up again costs no build.
+    """
 
     def __init__(
         self,
@@ -416,30 +470,79 @@ class Maglev(_Base):
         self.size = size
         self.live: list["RealServerRuntime"] = []
         self.table: list["RealServerRuntime"] = []
-        self._built_for: tuple[tuple[str, int], ...] | None = None
-        self._indices: list[int] = []
-        self.rebuild()
+        # signature -> table, the one in use last; oldest first
+        self._kept: dict[tuple[tuple[str, int], ...], list["RealServerRuntime"]] = {}
+        self._building: tuple[tuple[tuple[str, int], ...], MaglevBuild] | None = None
+        self.steps = 0  # loop turns spent on builds (for tests and the curious)
+        self._rebuild(at_once=True)  # a new pool (start, reload) serves from its own table at once
 
     def rebuild(self) -> None:
+        self._rebuild(at_once=False)
+
+    def _rebuild(self, at_once: bool) -> None:
         live = sorted((s for s in self.servers if s.available), key=lambda s: s.name)
         self.live = live
         signature = tuple((s.name, s.eweight) for s in live)
         if not live:
+            self._building = None
             self.table = []
-            self._built_for = signature
             return
-        if signature == self._built_for:  # same names and weights: same table
-            self.table = [live[i] for i in self._indices]
+        kept = self._kept.get(signature)
+        if kept is not None:
+            self._building = None
+            self._use(signature, kept)
             return
+        if self._building is not None and self._building[0] == signature:
+            return  # already under way
         weights = _reduced([s.eweight for s in live], 1 << 30)
-        self._indices = maglev_table([s.name for s in live], weights, self.size)
-        self._built_for = signature
-        self.table = [live[i] for i in self._indices]
+        build = MaglevBuild([s.name for s in live], weights, self.size)
+        loop: asyncio.AbstractEventLoop | None = None
+        if not at_once:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop (tools, tests of the method itself)
+                pass
+        if loop is None:
+            build.step(1 << 62)
+            self._building = None
+            self._install(signature, build.table)
+            return
+        self._building = (signature, build)
+        loop.call_soon(self._continue, build)
+
+    def _continue(self, build: MaglevBuild) -> None:
+        current = self._building
+        if current is None or current[1] is not build:
+            return  # superseded by a later change
+        self.steps += 1
+        if not build.done:
+            build.step(MAGLEV_STEP_PROBES)
+            asyncio.get_running_loop().call_soon(self._continue, build)  # the table is installed a turn later
+            return
+        self._building = None
+        self._install(current[0], build.table)
+
+    def _install(self, signature: tuple[tuple[str, int], ...], indices: list[int]) -> None:
+        by_name = {s.name: s for s in self.servers}
+        members = [by_name[name] for name, _ in signature]
+        self._use(signature, [members[i] for i in indices])
+
+    def _use(self, signature: tuple[tuple[str, int], ...], table: list["RealServerRuntime"]) -> None:
+        self.table = table
+        kept = self._kept
+        kept.pop(signature, None)
+        kept[signature] = table
+        while len(kept) > MAGLEV_KEPT_TABLES:
+            del kept[next(iter(kept))]
 
     def pick(self, ctx: PickContext, exclude: frozenset[str] | set[str]) -> "RealServerRuntime | None":
         table = self.table
         if not table:
-            return None
+            live = self.live
+            if not live:
+                return None
+            # the first table is still being built: a plain hash over the available servers
+            return _scan(live, key_hash(self.key(ctx)) % len(live), exclude)
         i = key_hash(self.key(ctx)) % self.size
         rs = table[i]
         if rs.usable and rs.name not in exclude:

@@ -1,14 +1,16 @@
-"""Balancing methods: distribution, weights, exclusion, index maintenance. Pure, no sockets."""
+"""Balancing methods: distribution, weights, exclusion, index maintenance. No sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import random
 
 import pytest
 from pool_helpers import make_pool, server
 
-from adc.pools.balancers import MAGLEV_TABLE_SIZE, PickContext, key_function, maglev_table
+from adc.config.model import ServerState
+from adc.pools.balancers import MAGLEV_STEP_PROBES, MAGLEV_TABLE_SIZE, MaglevBuild, PickContext, key_function, maglev_table
 
 METHODS = ["round-robin", "least-conn", "random-two", "source-hash", "uri-hash", "maglev"]
 
@@ -152,6 +154,56 @@ def test_maglev_table_is_balanced_and_order_independent():
     a = make_pool([server(f"n{i}", 9000 + i) for i in range(7)], "maglev")
     b = make_pool([server(f"n{i}", 9000 + i) for i in reversed(range(7))], "maglev")
     assert all(a.pick(ctx_for(i)).name == b.pick(ctx_for(i)).name for i in range(2000))
+
+
+def test_maglev_build_in_steps_equals_the_build_at_once():
+    names, weights = [f"n{i}" for i in range(9)], [3, 1, 1, 2, 5, 1, 1, 1, 4]
+    build = MaglevBuild(names, weights)
+    steps = 1
+    while not build.step(MAGLEV_STEP_PROBES):
+        steps += 1
+        assert 0 < build.filled < MAGLEV_TABLE_SIZE
+    assert steps > 2  # a real table does not fit in one step
+    assert build.table == maglev_table(names, weights)
+
+
+async def test_maglev_rebuilds_between_loop_turns_and_serves_meanwhile():
+    pool = make_pool(10, "maglev")  # a new pool builds at once, even under a loop
+    maglev = pool.primary
+    keys = [ctx_for(i) for i in range(3000)]
+    before = [pool.pick(k).name for k in keys]
+    pool.set_state("s3", ServerState.DISABLED)
+    assert maglev._building is not None  # under way, not done in this turn
+    during = [pool.pick(k).name for k in keys]
+    assert "s3" not in during  # the previous table serves, passing over the disabled server
+    assert all(d == b for d, b in zip(during, before) if b != "s3")
+    turns = 0
+    while maglev._building is not None:
+        assert turns < 500
+        await asyncio.sleep(0)
+        turns += 1
+    assert maglev.steps > 2 and turns >= maglev.steps
+    reference = make_pool([server(f"s{i}", 10000 + i, state=ServerState.DISABLED if i == 3 else ServerState.ENABLED)
+                           for i in range(10)], "maglev")
+    assert [pool.pick(k).name for k in keys] == [reference.pick(k).name for k in keys]
+    # back again: the table of the full set was kept, so no build
+    steps = maglev.steps
+    pool.set_state("s3", ServerState.ENABLED)
+    assert maglev._building is None and maglev.steps == steps
+    assert [pool.pick(k).name for k in keys] == before
+
+
+async def test_maglev_serves_by_plain_hash_while_its_first_table_is_built():
+    pool = make_pool(4, "maglev")
+    for i in range(4):
+        pool.set_health(f"s{i}", False)
+    assert pool.pick(ctx_for(1)) is None
+    pool.set_health("s2", True)
+    assert pool.primary._building is not None and pool.primary.table == []
+    assert all(pool.pick(ctx_for(i)).name == "s2" for i in range(50))
+    while pool.primary._building is not None:
+        await asyncio.sleep(0)
+    assert len(pool.primary.table) == MAGLEV_TABLE_SIZE and pool.pick(ctx_for(1)).name == "s2"
 
 
 @pytest.mark.parametrize("hash_on,ctx_a,ctx_b", [
