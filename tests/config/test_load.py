@@ -121,6 +121,18 @@ def test_health_check_intervals(write_config):
     ]
 
 
+def test_hash_type(write_config):
+    text = GOOD.replace('method = "least-conn"', 'method = "uri-hash"\nhash_type = "consistent"')
+    assert load(write_config(text)).pools["web"].hash_type == "consistent"
+    assert load(write_config(GOOD)).pools["web"].hash_type == "map-based"
+    assert errors_of(write_config, GOOD.replace('method = "least-conn"', 'method = "source-hash"\nhash_type = "ring"')) == [
+        "appliance.toml: pool.web.hash_type: must be one of map-based, consistent, got 'ring'",
+    ]
+    assert errors_of(write_config, GOOD.replace('method = "least-conn"', 'hash_type = "consistent"')) == [
+        "appliance.toml: pool.web.hash_type: applies to source-hash and uri-hash only (method is round-robin)",
+    ]
+
+
 def test_duplicate_listen_addresses(write_config):
     text = """
     [virtual_server.a]

@@ -130,18 +130,34 @@ def test_uri_hash_ignores_the_query():
         assert pool.pick(PickContext(uri=f"/p/{i}?b=2", client_ip="1.2.3.4")).name == a
 
 
+def keys_moved(pool, keys) -> tuple[int, int, list[str]]:
+    """(keys that moved, keys s3 had, picks after) when server s3 is disabled."""
+    before = [pool.pick(k).name for k in keys]
+    pool.set_state("s3", ServerState.DISABLED)
+    after = [pool.pick(k).name for k in keys]
+    return sum(1 for a, b in zip(before, after) if a != b), sum(1 for a in before if a == "s3"), after
+
+
 @pytest.mark.parametrize("n", [5, 10, 16, 40])
 def test_maglev_moves_few_keys_when_a_server_leaves(n):
-    pool = make_pool(n, "maglev")
     keys = [ctx_for(i) for i in range(20000)]
-    before = [pool.pick(k).name for k in keys]
-    pool.set_state("s3", __import__("adc.config.model", fromlist=["ServerState"]).ServerState.DISABLED)
-    after = [pool.pick(k).name for k in keys]
-    moved = sum(1 for a, b in zip(before, after) if a != b)
-    gone = sum(1 for a in before if a == "s3")
+    moved, gone, after = keys_moved(make_pool(n, "maglev"), keys)
     assert moved >= gone  # every key of the removed server moved
     assert moved <= 1.2 * len(keys) / n, (moved, len(keys) / n)
     assert all(b != "s3" for b in after)
+
+
+@pytest.mark.parametrize("method", ["source-hash", "uri-hash"])
+def test_hash_type_consistent_moves_few_keys_map_based_moves_most(method):
+    n, keys = 10, [ctx_for(i) for i in range(20000)]
+    moved, gone, after = keys_moved(make_pool(n, method, hash_type="consistent"), keys)
+    assert gone <= moved <= 1.2 * len(keys) / n and "s3" not in after
+    map_moved, gone, after = keys_moved(make_pool(n, method), keys)  # map-based, the default
+    assert map_moved > 2.5 * moved and "s3" not in after  # here about 30% of the keys, against 10%
+    # consistent source-hash is the maglev method on the client address
+    consistent = make_pool(n, method, hash_type="consistent")
+    maglev = make_pool(n, "maglev", hash_on="source" if method == "source-hash" else "uri")
+    assert all(consistent.pick(k).name == maglev.pick(k).name for k in keys[:2000])
 
 
 def test_maglev_table_is_balanced_and_order_independent():
