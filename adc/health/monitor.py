@@ -10,8 +10,10 @@ The schedule follows the verdict, as HAProxy's inter/fastinter/downinter do
 (`probe_interval`): `interval` while nothing is changing, `fast_interval` while a
 verdict is changing (an up server has failed, a down one has answered), so a change
 is confirmed or dismissed sooner, and `down_interval` while a server is down. A
-failure seen on live traffic brings the next probe forward to `fast_interval`. Every transition is logged and added to the EventLog with the
-reason of the last check; every result is kept on the server (`last_check`).
+failure seen on live traffic brings the next probe forward to `fast_interval`.
+
+Every transition is logged and added to the EventLog with the reason of the last
+check; every result is kept on the server (`last_check`).
 
 Servers start presumed up, as in HAProxy; a reload (`replace_pools`) keeps the
 verdict and counters of servers whose address and check did not change.

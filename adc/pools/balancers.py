@@ -368,9 +368,9 @@ class MaglevBuild:
     takes a turn on w/max(weights) of the rounds. `table` maps entry -> index into
     `names`. It depends only on names and weights, so every appliance builds the same one.
 
-    Filling 65537 entries takes some 700,000 probes (tens of milliseconds): `step(budget)`
-    does at most about `budget` of them and says whether the table is complete, so an
-    event loop can build it between other work (see `Maglev`).
+    Filling 65537 entries takes some half a million probes (several milliseconds):
+    `step(budget)` does at most about `budget` of them and says whether the table is
+    complete, so an event loop can build it between other work (see `Maglev`).
     """
 
     __slots__ = ("size", "weights", "pos", "skips", "target", "maxw", "table", "filled", "iteration", "turn")
