@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from adc.config.model import Address, Config, Profile, ProfileType, VirtualServer
 from adc.engine.l4 import L4Accept
-from adc.engine.l7 import ClientProtocol
+from adc.engine.l7 import ProtocolFactory
 from adc.engine.listener import ListenError, bound_addresses, listen
 from adc.pools.pool import PoolRuntime
 from adc.runtime.accesslog import AccessLog
@@ -39,21 +39,18 @@ class VirtualServerRuntime:
         self.connections: set[Closable] = set()
         self.stopping = False
         self.client_ssl: Any = None  # ssl.SSLContext for https
-        self._router: tuple[VirtualServer, Any] | None = None
+        self.router_cache: tuple[VirtualServer, Any] | None = None  # (the configuration it serves, the router)
+        # what the listeners call per accepted connection (compiled with the traffic path)
+        self.factory: Any = ProtocolFactory(self, L4Accept)
 
     def router(self) -> Any:
         """The Layer-7 router of the current configuration (rebuilt when a reload swaps it)."""
-        cached = self._router
+        cached = self.router_cache
         if cached is None or cached[0] is not self.config:
             from adc.http.routing import Router
 
-            cached = self._router = (self.config, Router(self.config.routes, self.config.pool))
+            cached = self.router_cache = (self.config, Router(self.config.routes, self.config.pool))
         return cached[1]
-
-    def factory(self) -> Any:  # a protocol: every method uvloop calls, not always a BaseProtocol subclass
-        if self.profile.type is ProfileType.TCP:
-            return L4Accept(self)
-        return ClientProtocol(self)
 
     async def open(self, address: Address) -> asyncio.Server:
         server = await listen(

@@ -450,7 +450,9 @@ class ClientProtocol:
         vs.connections.add(self)
         self.client_ip, self.client = peer_text(transport)
         scheme = "https" if self.profile.type is ProfileType.HTTPS else "http"
-        self.exchange = Exchange(self.profile, vs.router(), self.client_ip, scheme)
+        cached = vs.router_cache  # vs.router() without a call into interpreted code, once it is built
+        router = cached[1] if cached is not None and cached[0] is vs.config else vs.router()
+        self.exchange = Exchange(self.profile, router, self.client_ip, scheme)
         transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)  # type: ignore[attr-defined]
         self._arm()
 
@@ -970,6 +972,27 @@ class ClientProtocol:
             return
         if self.transport is not None:
             self.transport.close()
+
+
+class ProtocolFactory:
+    """What a virtual server's listeners call per accepted connection: its protocol.
+
+    A compiled callable rather than a method of the (interpreted) virtual server, as it
+    runs once per connection. The profile is read each time, so a reload that changes
+    its type takes effect on the next connection.
+    """
+
+    __slots__ = ("vs", "l4")
+
+    def __init__(self, vs: "VirtualServerRuntime", l4: Callable[["VirtualServerRuntime"], Any]) -> None:
+        self.vs = vs
+        self.l4 = l4  # the `tcp` profile's protocol (adc.engine.l4.L4Accept)
+
+    def __call__(self) -> Any:  # every method uvloop calls, not always a BaseProtocol subclass
+        vs = self.vs
+        if vs.profile.type is ProfileType.TCP:
+            return self.l4(vs)
+        return ClientProtocol(vs)
 
 
 # Every action type has its handler; a new action without one fails loudly (KeyError).

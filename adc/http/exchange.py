@@ -74,6 +74,8 @@ class IllegalTransition(AssertionError):
 # -- actions ------------------------------------------------------------------------------
 # Plain slotted dataclasses, not frozen: they are built per request on the hot path, and a
 # frozen dataclass pays for object.__setattr__ on every field in __init__. Treat them as values.
+# Each writes its own __init__ (init=False): the one dataclass generates is interpreted code,
+# which the compiled module would call for every action.
 @dataclass(slots=True, init=False)
 class SendToServer:
     data: bytes
@@ -113,7 +115,7 @@ class OpenServer:
         self.retry = retry
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Respond:
     """An answer made by the appliance: write `data`, then close the client if `close`."""
 
@@ -122,11 +124,21 @@ class Respond:
     close: bool
     data: bytes
 
+    def __init__(self, status: int, reason: str, close: bool, data: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.close = close
+        self.data = data
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class StartTunnel:
     client_leftover: bytes
     server_leftover: bytes
+
+    def __init__(self, client_leftover: bytes, server_leftover: bytes) -> None:
+        self.client_leftover = client_leftover
+        self.server_leftover = server_leftover
 
 
 @dataclass(slots=True, init=False)
@@ -139,21 +151,26 @@ class ReleaseServer:
         self.reusable = reusable
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class PauseClient:
-    pass
+    def __init__(self) -> None:
+        pass
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ResumeClient:
-    pass
+    def __init__(self) -> None:
+        pass
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class CloseClient:
     """Close the client connection once what was written is flushed."""
 
     reason: str = ""
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
 
 
 @dataclass(slots=True, init=False)

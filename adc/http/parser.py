@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import httptools
 
@@ -36,13 +36,26 @@ MAX_HELD_BYTES = 256 * 1024  # bytes kept after an upgrade request until the ans
 _HEAD_END = b"\r\n\r\n"
 
 
-class Sink(NamedTuple):
-    """Where a parser's events go, as they happen."""
+class Sink:
+    """Where a parser's events go, as they happen.
 
-    head: Callable[[Any], None]  # a RequestHead or ResponseHead
-    body: Callable[[bytes], None]
-    end: Callable[[Headers], None]  # the trailers
-    malformed: Callable[[int, str], None]  # the answer to give, and why
+    A plain class, not a named tuple: one is made per parser, and a named tuple's
+    constructor is interpreted code.
+    """
+
+    __slots__ = ("head", "body", "end", "malformed")
+
+    def __init__(
+        self,
+        head: Callable[[Any], None],  # a RequestHead or ResponseHead
+        body: Callable[[bytes], None],
+        end: Callable[[Headers], None],  # the trailers
+        malformed: Callable[[int, str], None],  # the answer to give, and why
+    ) -> None:
+        self.head = head
+        self.body = body
+        self.end = end
+        self.malformed = malformed
 
 
 def collector(events: list[Event]) -> Sink:
@@ -114,7 +127,9 @@ class RequestParser:
         self.max_headers = max_headers
         self.max_held_bytes = max_held_bytes
         self._events: list[Event] = []
-        self._on_head, self._on_body, self._on_end, self._on_malformed = sink or collector(self._events)
+        if sink is None:
+            sink = collector(self._events)
+        self._on_head, self._on_body, self._on_end, self._on_malformed = sink.head, sink.body, sink.end, sink.malformed
         self._dead = False
         self._held: list[bytes] = []
         self._held_size = 0
@@ -323,7 +338,9 @@ class ResponseParser:
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
         self._events: list[Event] = []
-        self._on_head, self._on_body, self._on_end, self._on_malformed = sink or collector(self._events)
+        if sink is None:
+            sink = collector(self._events)
+        self._on_head, self._on_body, self._on_end, self._on_malformed = sink.head, sink.body, sink.end, sink.malformed
         self._dead = False
         self._method = "GET"
         self._head_only = False

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import re
 import os
 import socket
 import ssl
+import sys
 import textwrap
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
+import adc
+from adc import compiled
 from adc.cli import main as adc_main
 from tests.conftest import free_port, no_adc_cycles
 
@@ -126,6 +133,57 @@ async def test_wss_to_tls_real_server_with_verification(appliance_factory, pki):
                     assert await asyncio.wait_for(ws.recv(), 10) == payload
         await asyncio.sleep(0.2)
     server.close()
+
+
+@contextlib.contextmanager
+def interpreted_adc_calls() -> Iterator[collections.Counter]:
+    """Count the calls into interpreted code of the appliance made inside the block.
+
+    The appliance's own functions outside the compiled modules, and the methods Python
+    generates as source (a dataclass's or named tuple's `__init__`, `__new__`) for its
+    types: on the traffic path each costs an interpreter frame per call.
+    """
+    calls: collections.Counter = collections.Counter()
+    package = str(Path(adc.__file__).parent)
+
+    def hook(frame, event, arg):
+        if event != "call":
+            return
+        code = frame.f_code
+        if code.co_filename.startswith(package) and not code.co_filename.endswith("demo.py"):  # the test's peers
+            calls[f"{code.co_filename[len(package) + 1:]}:{code.co_name}"] += 1
+        elif code.co_filename == "<string>":
+            owner = frame.f_locals.get("self", frame.f_locals.get("_cls"))
+            kind = owner if isinstance(owner, type) else type(owner)
+            if kind.__module__.startswith("adc."):
+                calls[f"{kind.__qualname__}.{code.co_name} (generated)"] += 1
+
+    sys.setprofile(hook)
+    try:
+        yield calls
+    finally:
+        sys.setprofile(None)
+
+
+@pytest.mark.skipif(not compiled.in_use(), reason="the traffic path is not compiled in this install")
+async def test_a_wss_connection_runs_no_interpreted_appliance_code(appliance_factory, pki):
+    """What the benchmark measures (TLS, upgrade, echo, close) stays in compiled code: the
+    listener's protocol factory, the router, the parsers' sinks and the actions included."""
+    server, bport = await echo_ws_server()
+    port = free_port()
+    await appliance_factory(one_vs(port, bport, extra=https_profile(pki)))
+    async with connect(f"wss://localhost:{port}/ws", ssl=client_ctx(pki)) as ws:  # builds what is built once
+        await ws.send(b"warm")
+        await ws.recv()
+    await asyncio.sleep(0.05)
+    with interpreted_adc_calls() as calls:
+        for _ in range(3):
+            async with connect(f"wss://localhost:{port}/ws", ssl=client_ctx(pki)) as ws:
+                await ws.send(b"x" * 64)
+                assert await asyncio.wait_for(ws.recv(), 10) == b"x" * 64
+        await asyncio.sleep(0.05)
+    server.close()
+    assert dict(calls) == {}
 
 
 async def test_untrusted_real_server_certificate_is_502_with_reason(appliance_factory, pki, caplog):
