@@ -91,8 +91,10 @@ def _deadlines(loop: asyncio.AbstractEventLoop) -> tuple[_Deadlines, _Deadlines]
 
 def shutdown_write(transport: asyncio.BaseTransport) -> bool:
     """Send a FIN on a TCP transport; False if it cannot (TLS, bytes still buffered)."""
+    if transport.get_extra_info("sslcontext") is not None:
+        return False  # asked first: the socket is made for the asking (a system call)
     sock = transport.get_extra_info("socket")
-    if sock is None or transport.get_extra_info("sslcontext") is not None:
+    if sock is None:
         return False
     if transport.get_write_buffer_size():  # type: ignore[attr-defined]
         return False
