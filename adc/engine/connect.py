@@ -67,18 +67,28 @@ def peer_text(transport: asyncio.BaseTransport) -> tuple[str, str]:
 class _Deadline:
     """`timeout_connect` for one attempt: what `asyncio.timeout` does, without its interpreted code.
 
-    When it expires it cancels the dialling task; `timed_out()` then takes that cancellation
-    back (unless the task was cancelled from elsewhere too) so the attempt counts as a timeout.
+    The clock starts when the attempt first has to wait (`arm`: for the address, the TCP
+    handshake or the TLS handshake), so an attempt that never waits, the usual case on a
+    near network, costs no timer. When it expires it cancels the dialling task;
+    `timed_out()` then takes that cancellation back (unless the task was cancelled from
+    elsewhere too) so the attempt counts as a timeout.
     """
 
-    __slots__ = ("task", "handle", "expired")
+    __slots__ = ("loop", "delay", "task", "handle", "expired", "over")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        self.task = asyncio.current_task(loop)
+        self.loop = loop
+        self.delay = delay
+        self.task: asyncio.Task | None = None
+        self.handle: asyncio.TimerHandle | None = None
         self.expired = False
-        self.handle: asyncio.TimerHandle | None = (
-            loop.call_later(delay, self._expire) if self.task is not None else None
-        )
+        self.over = False  # disarmed: the attempt is past the point the deadline covers
+
+    def arm(self) -> None:
+        if self.handle is None and not self.over:
+            self.task = asyncio.current_task(self.loop)
+            if self.task is not None:
+                self.handle = self.loop.call_later(self.delay, self._expire)
 
     def _expire(self) -> None:
         self.handle = None
@@ -87,6 +97,7 @@ class _Deadline:
             self.task.cancel()
 
     def disarm(self) -> None:
+        self.over = True
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
@@ -132,7 +143,8 @@ def _writable(fut: asyncio.Future) -> None:
 
 async def dial(
     loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], P], host: str, port: int,
-    first_data: bytes = b"", connected: Callable[[], None] | None = None, **kwargs: Any
+    first_data: bytes = b"", connected: Callable[[], None] | None = None,
+    waiting: Callable[[], None] | None = None, **kwargs: Any
 ) -> tuple[asyncio.Transport, P]:
     """`loop.create_connection` to `host`:`port`, sooner when the handshake is over at once.
 
@@ -148,10 +160,14 @@ async def dial(
     With TLS they are written once the handshake is over. Either way nothing else is
     written before them. `connected` is called once the TCP connection is up, just
     before they leave (the caller stops its connect deadline there: a request that has
-    left must not be counted a failed connect and sent to another server).
+    left must not be counted a failed connect and sent to another server). `waiting` is
+    called before the first wait for the network (the caller starts its connect deadline
+    there).
     """
     family = _literal_family(host)
     if not family:
+        if waiting is not None:
+            waiting()
         transport, protocol = await loop.create_connection(
             cast("Callable[[], asyncio.BaseProtocol]", protocol_factory), host, port, **kwargs
         )
@@ -171,6 +187,8 @@ async def dial(
             else:
                 # Not from inside an except clause: a coroutine suspended there would
                 # leave that exception as the context of what others raise meanwhile.
+                if waiting is not None:
+                    waiting()
                 fut = loop.create_future()
                 fd = sock.fileno()
                 loop.add_writer(fd, _writable, fut)
@@ -182,7 +200,10 @@ async def dial(
         if err:
             raise OSError(err, os.strerror(err))
         sent = 0
-        if first_data and kwargs.get("ssl") is None:
+        if kwargs.get("ssl") is not None:
+            if waiting is not None:
+                waiting()  # the TLS handshake
+        elif first_data:
             if connected is not None:
                 connected()
             try:
@@ -246,7 +267,8 @@ async def connect_server(
             try:
                 transport, protocol = await dial(
                     loop, protocol_factory, rs.address.host, rs.address.port, first_data,
-                    None if deadline is None else deadline.disarm, **kwargs
+                    None if deadline is None else deadline.disarm, None if deadline is None else deadline.arm,
+                    **kwargs
                 )
             finally:
                 if deadline is not None:
