@@ -868,21 +868,23 @@ class ClientProtocol:
             self.tunnel_rs = None
             rs.tunnels -= 1
             rs.pool.drop(rs)
-        facts = self.tunnel_facts
-        self.engine.access_log.log({
-            "kind": "tunnel",
-            "client": self.client,
-            "vs": self.vs.name,
-            "host": facts.host if facts else None,
-            "path": facts.target if facts else None,
-            "route": facts.route if facts else None,
-            "pool": session.pool,
-            "server": session.server,
-            "bytes_in": session.bytes_in,
-            "bytes_out": session.bytes_out,
-            "duration": time.monotonic() - self.tunnel_started,
-            "end": reason,
-        })
+        access_log = self.engine.access_log
+        if access_log.enabled:  # the record is built only for a log that takes it
+            facts = self.tunnel_facts
+            access_log.log({
+                "kind": "tunnel",
+                "client": self.client,
+                "vs": self.vs.name,
+                "host": facts.host if facts else None,
+                "path": facts.target if facts else None,
+                "route": facts.route if facts else None,
+                "pool": session.pool,
+                "server": session.server,
+                "bytes_in": session.bytes_in,
+                "bytes_out": session.bytes_out,
+                "duration": time.monotonic() - self.tunnel_started,
+                "end": reason,
+            })
         self._cleanup()
 
     # -- bookkeeping -------------------------------------------------------------------------------
