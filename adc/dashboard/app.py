@@ -135,34 +135,34 @@ class DashboardApp(App[int]):
                     yield Static("", id="throughput-label")
                     yield Sparkline([], id="throughput")
                     yield KeyedTable(
-                        [("name", "virtual server"), ("state", "state"), ("conns", "conns"), ("rps", "req/s"),
+                        [("name", "virtual server", 6), ("state", "state"), ("conns", "conns"), ("rps", "req/s"),
                          ("tunnels", "tun"), ("in", "in/s"), ("out", "out/s"), ("trend", "trend"),
-                         ("profile", "profile"), ("listen", "listen")],
+                         ("profile", "profile", 5), ("listen", "listen", 5)],
                         id="vs-table",
                     )
                 with TabPane(TABS[1][1], id="pools"):
                     yield KeyedTable(
-                        [("name", "pool / server"), ("status", "status"), ("role", "role"),
+                        [("name", "pool / server", 9), ("status", "status"), ("role", "role"),
                          ("weight", "weight"), ("conns", "conns"), ("tunnels", "tun"),
-                         ("check", "last check"), ("latency", "ms"), ("address", "address")],
+                         ("check", "last check", 13), ("latency", "ms"), ("address", "address", 8)],
                         id="pool-table",
                     )
                 with TabPane(TABS[2][1], id="tunnels"):
                     yield Static("", id="sessions-label")
                     yield KeyedTable(
-                        [("id", "id"), ("kind", "kind"), ("vs", "virtual server"), ("server", "pool/server"),
-                         ("age", "age"), ("idle", "idle"), ("in", "in"), ("out", "out"), ("client", "client")],
+                        [("id", "id"), ("kind", "kind"), ("vs", "virtual server", 8), ("server", "pool/server", 11),
+                         ("age", "age"), ("idle", "idle"), ("in", "in"), ("out", "out"), ("client", "client", 9)],
                         id="session-table",
                     )
                 with TabPane(TABS[3][1], id="events"):
                     yield EventTable(
-                        [("time", "time"), ("level", "level"), ("kind", "kind"), ("message", "message")],
+                        [("time", "time"), ("level", "level"), ("kind", "kind", 8), ("message", "message", 20)],
                         id="event-table",
                     )
                 with TabPane(TABS[4][1], id="certificates"):
                     yield KeyedTable(
-                        [("names", "names"), ("days", "days left"), ("not_after", "expires"),
-                         ("issuer", "issuer"), ("used_by", "used by"), ("file", "file")],
+                        [("names", "names", 12), ("days", "days left"), ("not_after", "expires"),
+                         ("issuer", "issuer", 8), ("used_by", "used by", 8), ("file", "file", 10)],
                         id="cert-table",
                     )
             yield Input(placeholder="filter: virtual server, pool, server, client, text (Esc clears)", id="filter")

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Sequence
 from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
-from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
 
 Cell = Any  # str or rich Text
 Row = tuple[str, Sequence[Cell]]
@@ -19,20 +19,76 @@ class KeyedTable(DataTable):
     `sync(rows)` updates only the cells that changed, adds new keys and removes stale
     ones, then restores the requested order; the cursor follows the selected key,
     not the row index.
+
+    A column given as `(key, label, min_width)` is elastic: when the table is wider
+    than the space it has (an 80-column terminal), elastic columns give way, the last
+    first, down to `min_width`, and their cells end in an ellipsis; what is left over
+    scrolls sideways as before.
     """
 
     DEFAULT_CSS = """
     KeyedTable { height: 1fr; }
     """
 
-    def __init__(self, columns: Iterable[tuple[str, str]], **kwargs: Any) -> None:
+    def __init__(self, columns: Iterable[tuple[str, str] | tuple[str, str, int]], **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
-        self._column_spec = tuple(columns)
+        spec = tuple(columns)
+        self._column_spec = tuple((c[0], c[1]) for c in spec)
+        self._min_widths: dict[str, int] = {c[0]: c[2] for c in spec if len(c) == 3}
         self._order: list[str] = []
 
     def on_mount(self) -> None:
         for key, label in self._column_spec:
             self.add_column(label, key=key)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.fit_columns)
+
+    def fit_columns(self) -> None:
+        """Narrow the elastic columns (see the class) to the table's width, or let them widen again."""
+        if not self._min_widths or not self.columns:
+            return
+        available = self.scrollable_content_region.width
+        if available <= 0:
+            return
+        pad = 2 * self.cell_padding
+        excess = sum(c.content_width + pad for c in self.ordered_columns) - available
+        narrowed: dict[str, int] = {}
+        for key, _ in reversed(self._column_spec):
+            if excess <= 0:
+                break
+            if key in self._min_widths:
+                column = self.columns[ColumnKey(key)]
+                cut = min(excess, column.content_width - self._min_widths[key])
+                if cut > 0:
+                    narrowed[key] = column.content_width - cut
+                    excess -= cut
+        changed = False
+        for column in self.ordered_columns:
+            width = narrowed.get(str(column.key.value))
+            auto = width is None
+            if column.auto_width != auto or (width is not None and column.width != width):
+                column.auto_width = auto
+                column.width = width if width is not None else 0
+                changed = True
+        if changed:
+            # widths are part of neither the render caches' keys nor the virtual size
+            self._require_update_dimensions = True
+            self.notify_style_update()
+
+    def _elastic(self, cells: Sequence[Cell]) -> list[Cell]:
+        """Cells of elastic columns as text that ends in an ellipsis where it is cut."""
+        out = list(cells)
+        for index, (key, _) in enumerate(self._column_spec):
+            if key in self._min_widths and index < len(out):
+                cell = out[index]
+                if isinstance(cell, Text):
+                    cell = cell.copy()
+                    cell.overflow = "ellipsis"
+                    out[index] = cell
+                elif isinstance(cell, str):
+                    out[index] = Text.from_markup(cell, overflow="ellipsis")
+        return out
 
     @property
     def column_keys(self) -> tuple[str, ...]:
@@ -54,6 +110,8 @@ class KeyedTable(DataTable):
         """Make the table show exactly `rows`, in this order, changing as little as possible."""
         selected = self.selected_key
         at_top = self.cursor_row == 0
+        if self._min_widths:
+            rows = [(key, self._elastic(cells)) for key, cells in rows]
         wanted = {key: cells for key, cells in rows}
         columns = self.column_keys
         with self.app.batch_update():
@@ -83,6 +141,8 @@ class KeyedTable(DataTable):
                     self.move_cursor(row=index, animate=False)
             elif self.row_count and self.cursor_row >= self.row_count:
                 self.move_cursor(row=self.row_count - 1, animate=False)
+        if self._min_widths:
+            self.call_after_refresh(self.fit_columns)  # once the new widths are measured
 
     _follow_newest = False
 

@@ -87,7 +87,7 @@ async def test_live_tables_drain_and_disconnect(live):
             sessions = app.query_one("#session-table", KeyedTable)
             await _until(lambda: len(sessions.keys()) == 1, pilot, "the live session")
             row = sessions.get_row(sessions.keys()[0])
-            assert str(row[1]) == "l4" and row[2] == "db" and row[3] == "db/db1"
+            assert [str(c) for c in row[1:4]] == ["l4", "db", "db/db1"]
             assert app.query_one("#status-line").render().plain.startswith("live")
 
             # drain web2 from the Pools screen, confirming in the dialog
@@ -160,7 +160,7 @@ async def test_live_websocket_tunnel_shown_and_closed(appliance_factory):
                 sessions = app.query_one("#session-table", KeyedTable)
                 await _until(lambda: len(sessions.keys()) == 1, pilot, "the live tunnel")
                 row = sessions.get_row(sessions.keys()[0])
-                assert str(row[1]) == "tunnel" and row[2] == "web" and row[3] == "chat/chat1"
+                assert [str(c) for c in row[1:4]] == ["tunnel", "web", "chat/chat1"]
                 vs = app.query_one("#vs-table", KeyedTable)
                 await _until(lambda: vs.get_row("web")[4] == "1", pilot, "tunnel count on the overview")
                 await pilot.press("x")

@@ -55,6 +55,33 @@ async def test_tables_show_every_item(static_app):
         assert vs[3] == "300.0"
 
 
+TABLES = ("vs-table", "pool-table", "session-table", "event-table", "cert-table")
+
+
+async def test_tables_fit_80_columns_and_widen_again(static_app):
+    """On an 80-column terminal the elastic columns give way (cells end in an ellipsis)
+    rather than pushing columns out of view; on a wide one nothing is cut."""
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        for index, table_id in enumerate(TABLES):
+            await pilot.press(str(index + 1))
+            await pilot.pause()
+            table = app.query_one(f"#{table_id}", KeyedTable)
+            assert table.virtual_size.width <= table.scrollable_content_region.width, table_id
+        pools = app.query_one("#pool-table", KeyedTable)
+        narrowed = {str(c.key.value): c.width for c in pools.ordered_columns if not c.auto_width}
+        assert narrowed and set(narrowed) <= {"name", "check", "address"}
+        assert all(w >= 8 for w in narrowed.values())  # none below its minimum (8-13 here)
+        assert pools.get_row("server:web/web1")[8].overflow == "ellipsis"
+        await pilot.resize_terminal(160, 24)
+        for index, table_id in enumerate(TABLES):
+            await pilot.press(str(index + 1))
+            await pilot.pause()
+            table = app.query_one(f"#{table_id}", KeyedTable)
+            assert all(c.auto_width for c in table.ordered_columns), table_id
+
+
 async def test_drain_asks_with_cancel_focused_and_cancel_changes_nothing(static_app):
     app = static_app()
     async with app.run_test(size=SIZE) as pilot:
