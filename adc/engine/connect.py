@@ -185,10 +185,10 @@ async def dial(
             if _connected(sock):
                 err = 0
             else:
-                # Not from inside an except clause: a coroutine suspended there would
-                # leave that exception as the context of what others raise meanwhile.
                 if waiting is not None:
                     waiting()
+                # Not from inside an except clause: a coroutine suspended there would
+                # leave that exception as the context of what others raise meanwhile.
                 fut = loop.create_future()
                 fd = sock.fileno()
                 loop.add_writer(fd, _writable, fut)
