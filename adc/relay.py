@@ -100,9 +100,10 @@ def shutdown_write(transport: asyncio.BaseTransport) -> bool:
         return False
     try:
         # A bare socket object on the transport's descriptor, detached again (never closed)
-        # afterwards. With family, type and protocol given it costs no system call; they
-        # are only labels here (shutdown() works whatever they say), so fixed ones spare
-        # reading the transport's. `_socket.socket`: the C type, without the Python layer.
+        # afterwards. CPython checks the descriptor with one getsockname(); with family,
+        # type and protocol given it reads nothing more. They are only labels here
+        # (shutdown() works whatever they say). `_socket.socket`: the C type, without the
+        # Python layer.
         view = _socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, sock.fileno())
     except (OSError, ValueError):  # ValueError: no descriptor any more (-1)
         return False
