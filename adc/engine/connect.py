@@ -7,7 +7,6 @@ act on it) and another server is tried, up to `Profile.connect_retries` times.
 
 from __future__ import annotations
 
-import _socket
 import asyncio
 import errno
 import ipaddress
@@ -125,10 +124,10 @@ def _literal_family(host: str) -> int:
 
 
 # Made non-blocking at creation where the system can (one system call fewer per connection).
-_NONBLOCK: int = getattr(_socket, "SOCK_NONBLOCK", 0)
+_NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
 
 
-def _connected(sock: _socket.socket) -> bool:
+def _connected(sock: socket.socket) -> bool:
     try:
         sock.getpeername()
     except OSError:
@@ -174,9 +173,10 @@ async def dial(
         if first_data:
             transport.write(first_data)
         return transport, protocol  # type: ignore[return-value]
-    # The C socket type: `socket.socket` adds interpreted code to its creation and to the
-    # event loop's checks of it (family, type), for nothing a dialled connection uses.
-    sock = _socket.socket(family, _socket.SOCK_STREAM | _NONBLOCK)
+    # `socket.socket`, not the C type under it: uvloop detaches a `socket.socket` when the
+    # transport closes, but closes any other socket object again after libuv has closed
+    # its descriptor; by then another thread (a name lookup, say) may hold that number.
+    sock = socket.socket(family, socket.SOCK_STREAM | _NONBLOCK)
     try:
         if not _NONBLOCK:
             sock.setblocking(False)
@@ -211,7 +211,7 @@ async def dial(
             except (BlockingIOError, InterruptedError):
                 pass  # the transport writes it all
         transport, protocol = await loop.create_connection(
-            cast("Callable[[], asyncio.BaseProtocol]", protocol_factory), sock=cast(socket.socket, sock), **kwargs
+            cast("Callable[[], asyncio.BaseProtocol]", protocol_factory), sock=sock, **kwargs
         )
         if sent < len(first_data):
             transport.write(first_data[sent:] if sent else first_data)

@@ -86,6 +86,37 @@ async def test_first_data_leaves_first_once_connected(host):
         await server.wait_closed()
 
 
+async def test_the_event_loop_detaches_the_dialled_socket_instead_of_closing_it_twice():
+    """uvloop closes a transport's descriptor itself. A `socket.socket` it was given is then
+    detached; any other socket object is closed a second time, on a descriptor number that
+    another thread (a name lookup) may already have been given again. dial gives it a
+    `socket.socket`."""
+    loop = asyncio.get_running_loop()
+    given = []
+
+    class Loop:  # the running loop, noting the socket dial gives it
+        def __getattr__(self, name):
+            return getattr(loop, name)
+
+        async def create_connection(self, *args, **kwargs):
+            given.append(kwargs.get("sock"))
+            return await loop.create_connection(*args, **kwargs)
+
+    server = await loop.create_server(Echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        transport, _ = await dial(Loop(), Collect, "127.0.0.1", port)
+        [sock] = given
+        assert isinstance(sock, socket.socket)
+        transport.close()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert transport.is_closing() and sock.fileno() == -1  # let go of by the event loop
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_refused_is_connection_refused_and_leaks_no_descriptor():
     loop = asyncio.get_running_loop()
     port = free_port()  # nothing listens there
