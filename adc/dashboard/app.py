@@ -41,7 +41,7 @@ from .model import (
 )
 from .screens import ConfirmScreen, HelpScreen, MessageScreen, WeightScreen
 from .source import Source, fetch_snapshot
-from .widgets import Banner, EventTable, KeyedTable, StatusLine, join, styled
+from .widgets import Address, Banner, EventTable, KeyedTable, StatusLine, join, styled
 
 POLL_INTERVAL_S = 1.0
 MIN_WIDTH, MIN_HEIGHT = 80, 24
@@ -353,7 +353,7 @@ class DashboardApp(App[int]):
                         human_bytes(r.bytes_out_per_s),
                         styled(sparkline(r.history, 8), self._color("primary")),
                         str(vs.get("profile", "")),
-                        ", ".join(map(str, listen)),
+                        Address(", ".join(map(str, listen))),
                     ),
                 )
             )
@@ -436,7 +436,7 @@ class DashboardApp(App[int]):
                             str(s.get("tunnels", 0)),
                             styled(reason[:20], "" if ok or not check else self._color("error")),
                             f"{latency:.1f}" if isinstance(latency, (int, float)) else "-",
-                            str(s.get("address", "")),
+                            Address(str(s.get("address", ""))),
                         ),
                     )
                 )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+from rich.cells import cell_len, set_cell_size
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
@@ -22,8 +25,8 @@ class KeyedTable(DataTable):
 
     A column given as `(key, label, min_width)` is elastic: when the table is wider
     than the space it has (an 80-column terminal), elastic columns give way, the last
-    first, down to `min_width`, and their cells end in an ellipsis; what is left over
-    scrolls sideways as before.
+    first, down to `min_width`, and their cells end in an ellipsis (an `Address` cell
+    keeps its port instead); what is left over scrolls sideways as before.
     """
 
     DEFAULT_CSS = """
@@ -175,6 +178,49 @@ class Banner(Static):
     Banner { display: none; height: auto; }
     Banner.-visible { display: block; }
     """
+
+
+def middle_cut(text: str, width: int) -> str:
+    """`text` cut to `width` cells: an address ("host:port") loses the middle of its host
+    and keeps its port ("127.0…:8443", down to "…8443"); anything else, or a width too
+    narrow for that, loses its end."""
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:max(width, 0)]
+    colon = text.rfind(":")
+    tail = text[colon:] if colon > 0 and text[colon + 1:].isdigit() else ""
+    if tail and len(tail) + 1 <= width:  # the ellipsis and ":port", and what fits of the host
+        return set_cell_size(text[:colon], width - len(tail) - 1) + "…" + tail
+    if tail and len(tail) <= width:  # "…8443": the port still shows
+        return "…" + tail[1:]
+    return set_cell_size(text, width - 1) + "…"
+
+
+class Address:
+    """An address cell that keeps its port when its column is narrowed (see `middle_cut`)."""
+
+    __slots__ = ("text", "style")
+
+    def __init__(self, text: str, style: str = "") -> None:
+        self.text = text
+        self.style = style
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Address) and other.text == self.text and other.style == self.style
+
+    def __hash__(self) -> int:
+        return hash((self.text, self.style))
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        width = cell_len(self.text)
+        return Measurement(min(width, 1), width)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Text(middle_cut(self.text, options.max_width), style=self.style, no_wrap=True, end="")
 
 
 def _same(a: Cell, b: Cell) -> bool:

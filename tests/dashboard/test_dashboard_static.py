@@ -7,7 +7,7 @@ from dashboard_recorded import FRAMES, frame, load_frames
 from adc.dashboard.app import DashboardApp
 from adc.dashboard.model import RateTracker, Snapshot, sort_sessions, sparkline
 from adc.dashboard.screens import ConfirmScreen, HelpScreen, MessageScreen, WeightScreen
-from adc.dashboard.widgets import KeyedTable
+from adc.dashboard.widgets import KeyedTable, middle_cut
 
 SIZE = (80, 24)
 
@@ -58,6 +58,11 @@ async def test_tables_show_every_item(static_app):
 TABLES = ("vs-table", "pool-table", "session-table", "event-table", "cert-table")
 
 
+def _row_text(table: KeyedTable, key: str) -> str:
+    """The row as drawn on screen (the header is the first line)."""
+    return table.render_line(table.get_row_index(key) + 1).text
+
+
 async def test_tables_fit_80_columns_and_widen_again(static_app):
     """On an 80-column terminal the elastic columns give way (cells end in an ellipsis)
     rather than pushing columns out of view; on a wide one nothing is cut."""
@@ -73,7 +78,19 @@ async def test_tables_fit_80_columns_and_widen_again(static_app):
         narrowed = {str(c.key.value): c.width for c in pools.ordered_columns if not c.auto_width}
         assert narrowed and set(narrowed) <= {"name", "check", "address"}
         assert all(w >= 8 for w in narrowed.values())  # none below its minimum (8-13 here)
-        assert pools.get_row("server:web/web1")[8].overflow == "ellipsis"
+        # a cut address loses the middle of its host, not its port
+        await pilot.press("2")
+        await pilot.pause()
+        address = str(pools.get_row("server:web/web1")[8])
+        port = address.rsplit(":", 1)[1]
+        shown = _row_text(pools, "server:web/web1")
+        assert address not in shown and f"…:{port}" in shown, shown
+        vs = app.query_one("#vs-table", KeyedTable)
+        await pilot.press("1")
+        await pilot.pause()
+        listen = str(vs.get_row("web")[9])
+        if listen not in _row_text(vs, "web"):  # narrowed at this size: still ends in its port
+            assert _row_text(vs, "web").rstrip().endswith(listen.rsplit(":", 1)[1])
         await pilot.resize_terminal(160, 24)
         for index, table_id in enumerate(TABLES):
             await pilot.press(str(index + 1))
@@ -304,6 +321,18 @@ def test_rates_and_sparkline_are_computed_from_successive_polls():
     assert list(web.history) == [180_000.0 + 2_100_000.0]
     assert sparkline([0, 1, 2, 4], 4) == "▁▃▅█"
     assert sparkline([], 3) == "   "
+
+
+def test_a_cut_address_keeps_its_port():
+    assert middle_cut("127.0.0.1:8443", 14) == "127.0.0.1:8443"  # fits: unchanged
+    assert middle_cut("127.0.0.1:8443", 10) == "127.…:8443"
+    assert middle_cut("127.0.0.1:8443", 6) == "…:8443"
+    assert middle_cut("127.0.0.1:8443", 5) == "…8443"
+    assert middle_cut("127.0.0.1:8443", 4) == "127…"  # no room for the port: cut at the end
+    assert middle_cut("[::1]:9000", 8) == "[:…:9000"
+    assert middle_cut("0.0.0.0:80, [::]:8080", 9) == "0.0…:8080"  # several: the last port
+    assert middle_cut("backend.internal", 8) == "backend…"  # no port: cut at the end
+    assert middle_cut("a:b", 2) == "a…" and middle_cut("x", 0) == ""
 
 
 def test_session_sort_orders():
