@@ -810,6 +810,17 @@ def ratio(row: Row) -> float | None:
     return a.value / h.value
 
 
+def cpu_ratio(row: Row) -> float | None:
+    """adc/HAProxy in work per second of the proxy's own CPU: the ratio with a proxy that
+    the load side held back below a full CPU taken at its full-CPU pace (rates only)."""
+    a, h = row.samples.get("adc"), row.samples.get("haproxy")
+    if row.lower_is_better or not a or not h or a.value is None or not h.value:
+        return None
+    if not a.proxy_cpu or not h.proxy_cpu:
+        return None
+    return (a.value / a.proxy_cpu) / (h.value / h.proxy_cpu)
+
+
 def verdict(row: Row) -> str:
     r = ratio(row)
     if r is None or row.target_ratio is None:
@@ -845,7 +856,10 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         cpu = "; ".join(f"{t}: {cpu_cell(row.samples.get(t))}" for t in TARGETS if cpu_cell(row.samples.get(t)))
         errs = "; ".join(f"{t}: {s.error}" for t, s in row.samples.items() if s.error)
-        bits = [b for b in (f"CPU (proxy's share of CPU 0; CPU 1 = load generator + real server) — {cpu}" if cpu else "", row.note, f"errors — {errs}" if errs else "") if b]
+        by_cpu = cpu_ratio(row)
+        bits = [b for b in (f"CPU (proxy's share of CPU 0; CPU 1 = load generator + real server) — {cpu}" if cpu else "",
+                            f"per second of proxy CPU adc/HAProxy {by_cpu:.2f}×" if by_cpu is not None else "",
+                            row.note, f"errors — {errs}" if errs else "") if b]
         if bits:
             details.append(f"- {row.name}: " + " · ".join(bits))
     if details:
