@@ -89,8 +89,8 @@ async def test_tables_fit_80_columns_and_widen_again(static_app):
         await pilot.press("1")
         await pilot.pause()
         listen = str(vs.get_row("web")[9])
-        if listen not in _row_text(vs, "web"):  # narrowed at this size: still ends in its port
-            assert _row_text(vs, "web").rstrip().endswith(listen.rsplit(":", 1)[1])
+        shown = _row_text(vs, "web").rstrip()
+        assert listen not in shown and shown.endswith(listen.rsplit(":", 1)[1]), shown  # narrowed to "…8080"
         await pilot.resize_terminal(160, 24)
         for index, table_id in enumerate(TABLES):
             await pilot.press(str(index + 1))
