@@ -17,6 +17,8 @@ import ssl
 import time
 from typing import Any, Callable, TypeVar, cast
 
+from mypy_extensions import mypyc_attr
+
 from adc.config.model import Profile
 from adc.pools.balancers import PickContext
 from adc.pools.pool import CheckResult, PoolRuntime, RealServerRuntime
@@ -127,6 +129,25 @@ def _literal_family(host: str) -> int:
 _NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
 
 
+# `socket.socket`, not the C type under it: uvloop detaches a `socket.socket` when the
+# transport closes, but closes any other socket object again after libuv has closed its
+# descriptor; by then another thread (a name lookup, say) may hold that number. Its family
+# and type are class attributes here: the event loop reads both when it makes the
+# transport, and the stdlib's properties build an enum member in interpreted code on each read.
+@mypyc_attr(native_class=False)  # compiled classes cannot extend socket.socket
+class _Socket4(socket.socket):
+    __slots__ = ()
+    family = socket.AF_INET
+    type = socket.SOCK_STREAM
+
+
+@mypyc_attr(native_class=False)
+class _Socket6(socket.socket):
+    __slots__ = ()
+    family = socket.AF_INET6
+    type = socket.SOCK_STREAM
+
+
 def _connected(sock: socket.socket) -> bool:
     try:
         sock.getpeername()
@@ -173,10 +194,7 @@ async def dial(
         if first_data:
             transport.write(first_data)
         return transport, protocol  # type: ignore[return-value]
-    # `socket.socket`, not the C type under it: uvloop detaches a `socket.socket` when the
-    # transport closes, but closes any other socket object again after libuv has closed
-    # its descriptor; by then another thread (a name lookup, say) may hold that number.
-    sock = socket.socket(family, socket.SOCK_STREAM | _NONBLOCK)
+    sock = (_Socket4 if family == socket.AF_INET else _Socket6)(family, socket.SOCK_STREAM | _NONBLOCK)
     try:
         if not _NONBLOCK:
             sock.setblocking(False)

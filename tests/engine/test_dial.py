@@ -86,11 +86,14 @@ async def test_first_data_leaves_first_once_connected(host):
         await server.wait_closed()
 
 
-async def test_the_event_loop_detaches_the_dialled_socket_instead_of_closing_it_twice():
+@pytest.mark.parametrize("host, family", [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)])
+async def test_the_event_loop_detaches_the_dialled_socket_instead_of_closing_it_twice(host, family):
     """uvloop closes a transport's descriptor itself. A `socket.socket` it was given is then
     detached; any other socket object is closed a second time, on a descriptor number that
     another thread (a name lookup) may already have been given again. dial gives it a
-    `socket.socket`."""
+    `socket.socket`, whose family and type (plain attributes there) are the real ones."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
     loop = asyncio.get_running_loop()
     given = []
 
@@ -102,12 +105,22 @@ async def test_the_event_loop_detaches_the_dialled_socket_instead_of_closing_it_
             given.append(kwargs.get("sock"))
             return await loop.create_connection(*args, **kwargs)
 
-    server = await loop.create_server(Echo, "127.0.0.1", 0)
+    try:
+        server = await loop.create_server(Echo, host, 0)
+    except OSError:
+        pytest.skip(f"cannot listen on {host}")
     port = server.sockets[0].getsockname()[1]
     try:
-        transport, _ = await dial(Loop(), Collect, "127.0.0.1", port)
+        transport, _ = await dial(Loop(), Collect, host, port)
         [sock] = given
         assert isinstance(sock, socket.socket)
+        assert (sock.family, sock.type) == (family, socket.SOCK_STREAM)
+        probe = socket.socket(fileno=os.dup(sock.fileno()))  # what the kernel says
+        try:
+            assert (probe.family, probe.type) == (family, socket.SOCK_STREAM)
+        finally:
+            probe.close()
+        assert transport.get_extra_info("peername")[1] == port
         transport.close()
         for _ in range(3):
             await asyncio.sleep(0)
