@@ -26,6 +26,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -630,6 +631,7 @@ def combine(samples: list[Sample]) -> Sample:
     med = good[(len(good) - 1) // 2] if len(good) % 2 == 0 else good[len(good) // 2]
     extra = dict(med.extra)
     extra["runs"] = [s.value for s in samples if s.value is not None]
+    extra["by_rep"] = [s.value for s in samples]  # one per repetition, None where it failed
     errs = "; ".join(dict.fromkeys(s.error for s in samples if s.error))
     return Sample(med.value, extra, med.proxy_cpu, med.client_cpu, errs,
                   max((x.other_cpu0 for x in samples if x.other_cpu0 is not None), default=None))
@@ -824,6 +826,15 @@ def cpu_ratio(row: Row) -> float | None:
     return (a.value / a.proxy_cpu) / (h.value / h.proxy_cpu)
 
 
+def paired_ratios(row: Row) -> list[float]:
+    """adc/HAProxy repetition by repetition: both ran back to back in each, so the machine's
+    drift between repetitions, which moves both, cancels out of each ratio."""
+    a, h = row.samples.get("adc"), row.samples.get("haproxy")
+    if not a or not h:
+        return []
+    return [x / y for x, y in zip(a.extra.get("by_rep", []), h.extra.get("by_rep", [])) if x is not None and y]
+
+
 def verdict(row: Row) -> str:
     r = ratio(row)
     if r is None or row.target_ratio is None:
@@ -860,8 +871,12 @@ def table(rows: list[Row]) -> str:
         cpu = "; ".join(f"{t}: {cpu_cell(row.samples.get(t))}" for t in TARGETS if cpu_cell(row.samples.get(t)))
         errs = "; ".join(f"{t}: {s.error}" for t, s in row.samples.items() if s.error)
         by_cpu = cpu_ratio(row)
+        pairs = paired_ratios(row)
+        by_rep = (f"adc/HAProxy run by run {', '.join(f'{r:.2f}' for r in pairs)} "
+                  f"(median {statistics.median(pairs):.2f}×)") if len(pairs) > 1 else ""
         bits = [b for b in (f"CPU (proxy's share of CPU 0; CPU 1 = load generator + real server) — {cpu}" if cpu else "",
                             f"per second of proxy CPU adc/HAProxy {by_cpu:.2f}×" if by_cpu is not None else "",
+                            by_rep,
                             row.note, f"errors — {errs}" if errs else "") if b]
         if bits:
             details.append(f"- {row.name}: " + " · ".join(bits))
