@@ -277,8 +277,13 @@ def make_certs() -> dict[str, tuple[Path, Path, Path]]:
     for name, keyargs in (("ecdsa", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]),
                           ("rsa", ["-newkey", "rsa:2048"])):
         cert, key, both = d / f"{name}.pem", d / f"{name}.key", d / f"{name}-haproxy.pem"
-        if not (cert.exists() and key.exists()):
-            subprocess.run(["openssl", "req", "-x509", *keyargs, "-nodes", "-days", "30",
+        # made again once fewer than 31 days are left: adc warns about a certificate that expires
+        # within 30 days and refuses an expired one
+        fresh = cert.exists() and key.exists() and subprocess.run(
+            ["openssl", "x509", "-checkend", str(31 * 86400), "-noout", "-in", str(cert)],
+            capture_output=True).returncode == 0
+        if not fresh:
+            subprocess.run(["openssl", "req", "-x509", *keyargs, "-nodes", "-days", "365",
                             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
                             "-keyout", str(key), "-out", str(cert)],
                            check=True, capture_output=True)
