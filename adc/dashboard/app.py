@@ -227,7 +227,7 @@ class DashboardApp(App[int]):
         except Exception as exc:  # an unexpected answer shape must not end the dashboard
             self.log.error("cannot show the admin API answer", exc)
             self.notify(f"cannot show the admin API answer: {type(exc).__name__}: {exc}",
-                        severity="error", timeout=5)
+                        severity="error", timeout=5, markup=False)
 
     def _disconnected(self, message: str) -> None:
         self.connected = False
@@ -755,7 +755,7 @@ class DashboardApp(App[int]):
         try:
             status, body = await self.source.request("POST", "/api/v1/reload", {})
         except Exception as exc:
-            self.notify(f"reload failed: {exc}", severity="error", timeout=6)
+            self.notify(f"reload failed: {exc}", severity="error", timeout=6, markup=False)
             return
         body = body if isinstance(body, dict) else {"error": str(body)}
         if status == 200 and body.get("ok", True):
@@ -782,7 +782,8 @@ class DashboardApp(App[int]):
             if pending_key is not None:
                 self.pending.pop(pending_key, None)
             message = answer.get("error") if isinstance(answer, dict) else answer
-            self.notify(f"{what} failed: {message or f'HTTP {status}'}", severity="error", timeout=6)
+            # the appliance's words, as written (not markup)
+            self.notify(f"{what} failed: {message or f'HTTP {status}'}", severity="error", timeout=6, markup=False)
         self.action_refresh_now()
 
 

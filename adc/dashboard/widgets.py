@@ -79,18 +79,20 @@ class KeyedTable(DataTable):
             self._require_update_dimensions = True
             self.notify_style_update()
 
-    def _elastic(self, cells: Sequence[Cell]) -> list[Cell]:
-        """Cells of elastic columns as text that ends in an ellipsis where it is cut."""
-        out = list(cells)
-        for index, (key, _) in enumerate(self._column_spec):
-            if key in self._min_widths and index < len(out):
-                cell = out[index]
-                if isinstance(cell, Text):
-                    cell = cell.copy()
-                    cell.overflow = "ellipsis"
-                    out[index] = cell
-                elif isinstance(cell, str):
-                    out[index] = Text.from_markup(cell, overflow="ellipsis")
+    def _cells(self, cells: Sequence[Cell]) -> list[Cell]:
+        """Cells as the table keeps them. A string is text as written: names, paths and
+        reasons come from the appliance and its peers, and the table would read a string
+        as markup (a stray "[/x]" fails the whole view). In elastic columns text ends in an
+        ellipsis where it is cut."""
+        out: list[Cell] = []
+        for index, cell in enumerate(cells):
+            elastic = index < len(self._column_spec) and self._column_spec[index][0] in self._min_widths
+            if isinstance(cell, str):
+                cell = Text(cell, overflow="ellipsis" if elastic else None)
+            elif elastic and isinstance(cell, Text):
+                cell = cell.copy()
+                cell.overflow = "ellipsis"
+            out.append(cell)
         return out
 
     @property
@@ -113,8 +115,7 @@ class KeyedTable(DataTable):
         """Make the table show exactly `rows`, in this order, changing as little as possible."""
         selected = self.selected_key
         at_top = self.cursor_row == 0
-        if self._min_widths:
-            rows = [(key, self._elastic(cells)) for key, cells in rows]
+        rows = [(key, self._cells(cells)) for key, cells in rows]
         wanted = {key: cells for key, cells in rows}
         columns = self.column_keys
         with self.app.batch_update():

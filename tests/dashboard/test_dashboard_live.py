@@ -162,7 +162,7 @@ async def test_live_websocket_tunnel_shown_and_closed(appliance_factory):
                 row = sessions.get_row(sessions.keys()[0])
                 assert [str(c) for c in row[1:4]] == ["tunnel", "web", "chat/chat1"]
                 vs = app.query_one("#vs-table", KeyedTable)
-                await _until(lambda: vs.get_row("web")[4] == "1", pilot, "tunnel count on the overview")
+                await _until(lambda: str(vs.get_row("web")[4]) == "1", pilot, "tunnel count on the overview")
                 await pilot.press("x")
                 assert isinstance(app.screen, ConfirmScreen)
                 await pilot.press("y")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from dashboard_recorded import FRAMES, frame, load_frames
 
 from adc.dashboard.app import DashboardApp
@@ -52,7 +54,7 @@ async def test_tables_show_every_item(static_app):
         assert str(table.get_row("server:web/spare")[2]) == "backup"
         # rates come from the difference of the two polls (one second of uptime apart)
         vs = app.query_one("#vs-table", KeyedTable).get_row("web")
-        assert vs[3] == "300.0"
+        assert str(vs[3]) == "300.0"
 
 
 TABLES = ("vs-table", "pool-table", "session-table", "event-table", "cert-table")
@@ -184,6 +186,22 @@ async def test_weight_refused_by_the_api_is_reported(static_app):
         assert not app.pending
         assert any("weight: must be 0..256" in str(n.message) for n in app._notifications)
 
+
+
+async def test_a_refusal_is_reported_as_written_not_as_markup(static_app):
+    error = "weight: got '[/w]' in [bold]servers[/bold]"
+    replies = {("POST", "/api/v1/pools/web/servers/web1"): (400, {"error": error})}
+    app = static_app(replies=replies)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await _start(app, pilot)
+        await pilot.press("2")
+        await _select(pilot, app.query_one("#pool-table", KeyedTable), "server:web/web1")
+        await pilot.press("w", "backspace", "5", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.pause()
+        [toast] = app.screen.query("Toast")  # drawn, not failed on a stray closing tag
+        assert error in str(toast.render())
 
 async def test_close_tunnel(static_app):
     app = static_app()
@@ -360,3 +378,20 @@ async def test_no_appliance_at_start_shows_banner(tmp_path):
         assert "no data" in str(app.query_one("#status-line").render())
         await pilot.press("2", "n")  # actions without data do not fail
         assert app.is_running
+
+
+async def test_text_from_the_appliance_is_shown_as_written_never_as_markup(static_app):
+    """Names, paths and addresses come from the appliance's configuration and its peers:
+    square brackets in them are text, not styles (a closing tag alone used to stop the dashboard)."""
+    frames = copy.deepcopy(FRAMES)
+    for recorded in frames:
+        recorded["/api/v1/certificates"]["certificates"][0]["file"] = "/srv/adc/certs/[/old]/[bold]adc.pem"
+    app = static_app(frames)
+    async with app.run_test(size=(160, 24)) as pilot:
+        await _start(app, pilot)
+        await pilot.press("5")
+        await pilot.pause()
+        table = app.query_one("#cert-table", KeyedTable)
+        key = "/srv/adc/certs/[/old]/[bold]adc.pem"
+        assert key in table.keys()
+        assert "/srv/adc/certs/[/old]/[bold]adc.pem" in _row_text(table, key)
