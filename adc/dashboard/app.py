@@ -35,6 +35,7 @@ from .model import (
     human_bytes,
     human_duration,
     human_rate,
+    pool_summary,
     server_label,
     sort_sessions,
     sparkline,
@@ -141,6 +142,7 @@ class DashboardApp(App[int]):
                         id="vs-table",
                     )
                 with TabPane(TABS[1][1], id="pools"):
+                    yield Static("", id="pool-label")
                     yield KeyedTable(
                         [("name", "pool / server", 9), ("status", "status"), ("role", "role"),
                          ("weight", "weight"), ("conns", "conns"), ("tunnels", "tun"),
@@ -441,6 +443,18 @@ class DashboardApp(App[int]):
                     )
                 )
         self.query_one("#pool-table", KeyedTable).sync(rows)
+        self._render_pool_label()
+
+    @on(KeyedTable.RowHighlighted, "#pool-table")
+    def _render_pool_label(self) -> None:
+        """The settings of the pool under the cursor (on its row or one of its servers')."""
+        label = self.query_one("#pool-label", Static)
+        key = self.query_one("#pool-table", KeyedTable).selected_key or ""
+        kind, _, rest = key.partition(":")
+        name = rest if kind == "pool" else rest.partition("/")[0]
+        pools = self.snapshot.pools if self.snapshot is not None else []
+        pool = next((p for p in pools if str(p.get("name")) == name), None) if key else None
+        label.update(Text(pool_summary(pool)) if pool is not None else "")
 
     def _render_sessions(self) -> None:
         assert self.snapshot is not None

@@ -182,6 +182,27 @@ def server_label(server: dict[str, Any]) -> str:
     return {"up": "UP", "down": "DOWN", "draining": "DRAIN", "disabled": "DISABLED"}.get(status, status.upper())
 
 
+def pool_summary(pool: dict[str, Any]) -> str:
+    """A pool's settings in one line: balancing, health check, persistence, server SSL, slow start.
+
+    The Pools screen shows it for the pool under the cursor: its table row has room for
+    the method and check type only from about 100 columns.
+    """
+    method = str(pool.get("method") or "?")
+    hash_on = pool.get("hash_on")
+    parts = [f"pool {pool.get('name', '?')}: {method}" + (f" on {hash_on}" if hash_on else "")]
+    health = pool.get("health")
+    parts.append(f"{health} health check" if health else "no health check")
+    if pool.get("persistence"):
+        parts.append(f"{pool['persistence']} persistence")
+    if pool.get("server_ssl"):
+        parts.append(f"server SSL {pool['server_ssl']}")
+    slow_start = _num(pool.get("slow_start"), 0)
+    if slow_start > 0:
+        parts.append(f"slow start {slow_start:g} s")
+    return " · ".join(parts)
+
+
 def session_bytes(session: dict[str, Any]) -> float:
     return _num(session.get("bytes_in"), 0.0) + _num(session.get("bytes_out"), 0.0)
 

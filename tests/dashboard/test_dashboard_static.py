@@ -7,7 +7,7 @@ import copy
 from dashboard_recorded import FRAMES, frame, load_frames
 
 from adc.dashboard.app import DashboardApp
-from adc.dashboard.model import RateTracker, Snapshot, sort_sessions, sparkline
+from adc.dashboard.model import RateTracker, Snapshot, pool_summary, sort_sessions, sparkline
 from adc.dashboard.screens import ConfirmScreen, HelpScreen, MessageScreen, WeightScreen
 from adc.dashboard.widgets import KeyedTable, middle_cut
 
@@ -130,6 +130,36 @@ async def test_drain_confirmed_posts_and_shows_pending(static_app):
         assert ("POST", "/api/v1/pools/web/servers/web2", {"state": "draining"}) in app.source.requests
         assert "→DRAIN…" in str(table.get_row("server:web/web2")[1])
         assert table.selected_key == "server:web/web2"  # the cursor stays on the server
+
+
+async def test_the_pool_under_the_cursor_is_described_in_full(static_app):
+    """At 80 columns a pool's row cuts its method and check type; the line above the table has them."""
+    frames = copy.deepcopy(FRAMES)
+    for recorded in frames:
+        recorded["/api/v1/pools"]["pools"][2]["server_ssl"] = "[/tls]"  # text, never markup
+    app = static_app(frames)
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        await pilot.press("2")
+        label = app.query_one("#pool-label")
+        table = app.query_one("#pool-table", KeyedTable)
+        assert "least-conn/h…" in _row_text(table, "pool:web")  # the row alone is cut here
+        assert str(label.render()) == "pool web: least-conn · http health check"
+        await _select(pilot, table, "server:chat/chat2")
+        assert str(label.render()) == "pool chat: source-hash · websocket health check"
+        await _select(pilot, table, "pool:db")
+        assert str(label.render()) == "pool db: round-robin · tcp health check · server SSL [/tls]"
+
+
+def test_pool_summary_names_every_setting_it_is_given():
+    assert pool_summary({"name": "api", "method": "maglev", "hash_on": "header", "health": None,
+                         "persistence": "cookie", "server_ssl": "internal", "slow_start": 30.0}) == (
+        "pool api: maglev on header · no health check · cookie persistence · server SSL internal"
+        " · slow start 30 s"
+    )
+    assert pool_summary({"name": "x", "method": "round-robin", "health": "tls", "persistence": None,
+                         "server_ssl": None, "slow_start": 0.0}) == "pool x: round-robin · tls health check"
+    assert pool_summary({"slow_start": "soon"}) == "pool ?: ? · no health check"  # malformed: no crash
 
 
 async def test_enable_and_disable(static_app):
