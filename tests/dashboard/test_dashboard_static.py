@@ -203,19 +203,23 @@ async def test_weight_input(static_app):
         assert ("POST", "/api/v1/pools/web/servers/web1", {"weight": 3}) in app.source.requests
 
 
+async def _ask_weight_5_for_web1(app: DashboardApp, pilot) -> None:
+    """On the Pools screen, set web1's weight to 5 in the dialog, and wait for the answer."""
+    await _start(app, pilot)
+    await pilot.press("2")
+    await _select(pilot, app.query_one("#pool-table", KeyedTable), "server:web/web1")
+    await pilot.press("w", "backspace", "5", "enter")
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
 async def test_weight_refused_by_the_api_is_reported(static_app):
     replies = {("POST", "/api/v1/pools/web/servers/web1"): (400, {"error": "weight: must be 0..256"})}
     app = static_app(replies=replies)
     async with app.run_test(size=SIZE) as pilot:
-        await _start(app, pilot)
-        await pilot.press("2")
-        await _select(pilot, app.query_one("#pool-table", KeyedTable), "server:web/web1")
-        await pilot.press("w", "backspace", "5", "enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await _ask_weight_5_for_web1(app, pilot)
         assert not app.pending
         assert any("weight: must be 0..256" in str(n.message) for n in app._notifications)
-
 
 
 async def test_a_refusal_is_reported_as_written_not_as_markup(static_app):
@@ -223,15 +227,11 @@ async def test_a_refusal_is_reported_as_written_not_as_markup(static_app):
     replies = {("POST", "/api/v1/pools/web/servers/web1"): (400, {"error": error})}
     app = static_app(replies=replies)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await _start(app, pilot)
-        await pilot.press("2")
-        await _select(pilot, app.query_one("#pool-table", KeyedTable), "server:web/web1")
-        await pilot.press("w", "backspace", "5", "enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await _ask_weight_5_for_web1(app, pilot)
         await pilot.pause()
         [toast] = app.screen.query("Toast")  # drawn, not failed on a stray closing tag
         assert error in str(toast.render())
+
 
 async def test_close_tunnel(static_app):
     app = static_app()
