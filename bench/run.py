@@ -475,12 +475,15 @@ class Proxy:
 
 @contextmanager
 def proxy(target: str, mode: str, backend_port: int, tls: tuple[Path, Path, Path] | None = None) -> Iterator[Proxy]:
-    """Start `target` (direct, haproxy or adc) in L4 ('tcp') or L7 ('http') mode in front of a real server."""
+    """Start `target` (direct, haproxy, adc or floor) in L4 ('tcp') or L7 ('http') mode in front of a real server."""
     if target == "direct":
         yield Proxy(target, backend_port, None)
         return
     port = free_port()
-    if target == "haproxy":
+    if target == "floor":  # adc's TLS layer and a byte relay (bench/floor.py): new wss connections only
+        assert tls is not None and mode == "http"
+        argv = [sys.executable, BENCH / "floor.py", port, backend_port, tls[0], tls[1]]
+    elif target == "haproxy":
         cfg = RUN / f"haproxy-{mode}{'-tls' if tls else ''}.cfg"
         cfg.write_text(haproxy_config(mode, port, backend_port, tls[2] if tls else None))
         argv = [HAPROXY, "-db", "-f", cfg]
@@ -494,7 +497,8 @@ def proxy(target: str, mode: str, backend_port: int, tls: tuple[Path, Path, Path
         argv = [sys.executable, "-m", "adc", "run", cfg]
     cmd = pinned(PROXY_CPU, argv)
     note_command(cmd, f"{target} under test")
-    CONFIGS[rel(cfg)] = cfg.read_text()
+    if target != "floor":
+        CONFIGS[rel(cfg)] = cfg.read_text()
     logf = RUN / f"{target}.log"
     proc = PROCS.start(cmd, log_path=logf, env=dict(os.environ, PYTHONPATH=str(REPO)))
     try:
@@ -792,7 +796,9 @@ class Bench:
                 r = last_json(out)
                 return Sample(r["per_s"] or None, r, pcpu, ccpu, f"{r['errors']} errors" if r["errors"] else "")
 
-            run_rows([(row, conn)], "http", "ws", self.targets, self.handshake_reps, tls=self.certs[name])
+            # the floor (bench/floor.py) runs beside adc: what the runtime and TLS layer cost without the engine
+            targets = self.targets + (["floor"] if "adc" in self.targets else [])
+            run_rows([(row, conn)], "http", "ws", targets, self.handshake_reps, tls=self.certs[name])
             row.note = "direct is plaintext ws (the real server has no TLS): it shows the load generator's ceiling"
             rows.append(row)
         ka = Row("HTTPS keep-alive (ECDSA P-256), wrk 50 conn.", "req/s", 0.5)
@@ -840,6 +846,23 @@ def paired_ratios(row: Row) -> list[float]:
     return [x / y for x, y in zip(a.extra.get("by_rep", []), h.extra.get("by_rep", [])) if x is not None and y]
 
 
+def floor_cell(row: Row) -> str:
+    """The floor's figure (bench/floor.py) and where adc stands between it and HAProxy."""
+    f, a, h = row.samples.get("floor"), row.samples.get("adc"), row.samples.get("haproxy")
+    if not f or f.value is None:
+        return ""
+    out = f"floor (adc's TLS layer and a byte relay, no HTTP: bench/floor.py) {fmt(f.value)} {row.unit}"
+    if f.proxy_cpu is not None:
+        out += f" at proxy {f.proxy_cpu:.0%}"
+    if h and h.value:
+        out += f", floor/HAProxy {f.value / h.value:.2f}×"
+    if a and a.value is not None:
+        out += f", adc/floor {a.value / f.value:.2f}×"
+        if a.proxy_cpu and f.proxy_cpu:
+            out += f" ({(a.value / a.proxy_cpu) / (f.value / f.proxy_cpu):.2f}× per second of proxy CPU)"
+    return out
+
+
 def verdict(row: Row) -> str:
     r = ratio(row)
     if r is None or row.target_ratio is None:
@@ -881,7 +904,7 @@ def table(rows: list[Row]) -> str:
                   f"(median {statistics.median(pairs):.2f}×)") if len(pairs) > 1 else ""
         bits = [b for b in (f"CPU (proxy's share of CPU 0; CPU 1 = load generator + real server) — {cpu}" if cpu else "",
                             f"per second of proxy CPU adc/HAProxy {by_cpu:.2f}×" if by_cpu is not None else "",
-                            by_rep,
+                            by_rep, floor_cell(row),
                             row.note, f"errors — {errs}" if errs else "") if b]
         if bits:
             details.append(f"- {row.name}: " + " · ".join(bits))

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""The floor under adc's new-connection cost: adc's TLS layer and a byte relay, nothing else.
+
+    python bench/floor.py LISTEN_PORT REAL_SERVER_PORT CERT KEY
+
+It terminates TLS on 127.0.0.1:LISTEN_PORT exactly as an adc `https` virtual server does
+(the same `adc.tls` context with the shipped defaults, the same TLS layer, uvloop), dials
+127.0.0.1:REAL_SERVER_PORT once the client's first bytes arrive, and relays bytes both ways
+until either side closes: no HTTP parsing, routing, pools, timers or statistics.
+`bench/run.py tls` loads it beside adc and HAProxy, so each run shows what the Python
+runtime and the TLS layer cost on their own (floor/HAProxy) and what adc's Layer-7 engine
+adds on top (adc/floor). It is a measuring device, not a proxy to deploy: one real server,
+no timeouts, nothing but flow control between the two sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import uvloop
+
+from adc.config.model import CertificatePair, ClientSSL
+from adc.tls.contexts import build_client_ssl
+from adc.tls.termination import terminating
+
+HIGH_WATER = 256 * 1024  # a side whose write buffer holds this much stops the other side's reading
+
+
+class _Side:
+    """One of the two connections; `peer` is the other one once both exist."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Side | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(high=HIGH_WATER)
+
+    def eof_received(self) -> bool:
+        self._close_peer()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._close_peer()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def _close_peer(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+
+class RealServer(_Side):
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None and self.peer.transport is not None
+        self.peer.transport.write(data)
+
+
+class Client(_Side):
+    def __init__(self, server_port: int) -> None:
+        super().__init__()
+        self.server_port = server_port
+        self.early: list[bytes] = []  # what the client sends before the real server's connection exists
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None:
+            assert self.peer.transport is not None
+            self.peer.transport.write(data)
+            return
+        self.early.append(data)
+        if len(self.early) == 1:
+            asyncio.get_running_loop().create_task(self._dial())
+
+    async def _dial(self) -> None:
+        try:
+            transport, server = await asyncio.get_running_loop().create_connection(
+                RealServer, "127.0.0.1", self.server_port
+            )
+        except OSError:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.transport is None or self.transport.is_closing():
+            transport.close()
+            return
+        server.peer, self.peer = self, server
+        transport.write(b"".join(self.early))
+        self.early = []
+
+
+async def serve(listen_port: int, server_port: int, cert: Path, key: Path) -> None:
+    loop = asyncio.get_running_loop()
+    context = build_client_ssl(ClientSSL(certificates=(CertificatePair(cert, key),)))
+    await loop.create_server(terminating(lambda: Client(server_port), context, loop, 10.0), "127.0.0.1", listen_port,
+                             backlog=1024)
+    await asyncio.Event().wait()  # until the benchmark stops the process
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 4:
+        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    uvloop.run(serve(int(argv[0]), int(argv[1]), Path(argv[2]), Path(argv[3])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
