@@ -488,12 +488,14 @@ class ClientProtocol:
         if self.server is not None:
             self.server.set_reading(False)
         self._sync_reading()
+        self._arm()  # timeout_client now counts (the write that filled the buffer may have been deferred)
 
     def resume_writing(self) -> None:
         self.writing_paused = False
         if self.server is not None:
             self.server.set_reading(True)
         self._sync_reading()
+        self._arm()  # back to timeout_server, which may come sooner
         self._proceed()
 
     # -- called by ServerProtocol -------------------------------------------------------------

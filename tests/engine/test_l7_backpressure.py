@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from tests.conftest import free_port
 from tests.engine.test_l7_http import config
@@ -142,3 +143,77 @@ async def test_answers_made_by_the_appliance_do_not_pile_up_for_a_client_that_ne
     assert not transport.is_reading()  # the appliance stopped reading the client
     assert sent > 0
     client.close()
+
+
+class EventStream(asyncio.Protocol):
+    """Answers with an endless chunked stream of small pieces (each written on its own, as an
+    event stream is), until the connection closes or `limit` seconds pass."""
+
+    def __init__(self, limit: float):
+        self.limit = limit
+        self.closed = asyncio.get_running_loop().create_future()
+        self.paused = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.loop = asyncio.get_running_loop()
+
+    def data_received(self, data):
+        if b"\r\n\r\n" in data:
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            self.until = self.loop.time() + self.limit
+            self._tick()
+
+    def _tick(self):
+        if self.transport.is_closing() or self.loop.time() > self.until:
+            self.transport.close()
+            return
+        if not self.paused:  # small pieces: the appliance defers its writes of them
+            self.transport.write(b"fa0\r\n" + b"e" * 4000 + b"\r\n")
+        self.loop.call_later(0.001, self._tick)
+
+    def pause_writing(self):
+        self.paused = True
+
+    def resume_writing(self):
+        self.paused = False
+
+    def connection_lost(self, exc):
+        if not self.closed.done():
+            self.closed.set_result(self.loop.time())
+
+
+async def test_timeout_client_ends_a_stream_whose_client_stopped_reading(appliance_factory):
+    # timeout_server off (as for event streams and long polls): only timeout_client can end it
+    loop = asyncio.get_running_loop()
+    streams: list[EventStream] = []
+
+    def make_stream():
+        streams.append(EventStream(limit=8.0))
+        return streams[-1]
+
+    server = await loop.create_server(make_stream, "127.0.0.1", 0)
+    port = free_port()
+    text = config(port, {"web": [server.sockets[0].getsockname()[1]]}, profile="stream")
+    await appliance_factory(text + '[profile.stream]\ntype = "http"\ntimeout_server = "0"\ntimeout_client = "1s"\n'
+                            'buffer_bytes = 65536\n')
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # its buffers fill in a fraction of a second
+    sock.connect(("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    writer.write(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+    writer.transport.pause_reading()  # and never reads again
+    try:
+        started = loop.time()
+        closed_at = await asyncio.wait_for(asyncio.shield(_first_stream(streams)), 7.0)
+        # the stream ends about timeout_client after the buffers on the way filled, not at its own limit
+        assert closed_at - started < 4.0
+    finally:
+        writer.close()
+        server.close()
+
+
+async def _first_stream(streams):
+    while not streams:
+        await asyncio.sleep(0.01)
+    return await streams[0].closed
