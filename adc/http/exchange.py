@@ -231,6 +231,7 @@ Action = (
 )
 
 _LAST_CHUNK: Final = b"0\r\n"
+_FRAMING_FIELDS: Final = (b"content-length", b"transfer-encoding")
 COPY_CHUNK_BELOW_BYTES: Final = 16 * 1024  # smaller chunks are framed in one small copy
 
 
@@ -262,6 +263,7 @@ class _Request:
     answered: bool = False  # the appliance answered; the body is discarded
     retried: bool = False
     sent_body: bool = False
+    last_chunk: bytes | None = None  # a chunked body without data, as sent (a retry resends it)
     set_cookie: bytes | None = None  # persistence cookie added to the response
 
     def __init__(self, head: RequestHead, match: RouteMatch, facts: AccessFacts) -> None:
@@ -281,6 +283,7 @@ class _Request:
         self.answered = False
         self.retried = False
         self.sent_body = False
+        self.last_chunk = None
         self.set_cookie = None
 
 
@@ -399,6 +402,7 @@ class Exchange:
         if self.phase is not Phase.CONNECT:
             raise AssertionError(f"server_failed in phase {self.phase.name}")
         self._answer(status, reason, server=False)
+        self._pump()  # requests pipelined behind this one are answered in turn
         return self._flush()
 
     def server_closed(self) -> list[Action]:
@@ -414,6 +418,7 @@ class Exchange:
                 and self._server_reused
                 and not req.retried
                 and not req.sent_body
+                and (req.head.body is BodyKind.NONE or req.last_chunk is not None)
                 and req.complete
                 and req.head.method in IDEMPOTENT_METHODS
             ):
@@ -422,7 +427,8 @@ class Exchange:
                 self._out.append(Count("request_retried"))
                 self._enter(Phase.CONNECT)
                 assert req.match.pool is not None
-                self._out.append(OpenServer(req.match.pool, req.match, req.head, req.server_head, retry=True))
+                head = req.server_head if req.last_chunk is None else req.server_head + req.last_chunk
+                self._out.append(OpenServer(req.match.pool, req.match, req.head, head, retry=True))
             else:
                 self._fail_server(req, "real server closed the connection")
         self._pump()
@@ -706,7 +712,10 @@ class Exchange:
             self._finish_answered(req)
             return
         if req.head.body is BodyKind.CHUNKED:
-            self._out.append(SendToServer(serialize(_LAST_CHUNK[:-2], trailers)))
+            last = serialize(_LAST_CHUNK[:-2], trailers)
+            self._out.append(SendToServer(last))
+            if not req.sent_body:
+                req.last_chunk = last  # the whole body: a retry sends it again with the head
         if self.phase is Phase.FORWARD_REQUEST:
             self._request_sent(req)
         # CONNECT: server_connected moves on; FORWARD_RESPONSE: an early answer is
@@ -780,7 +789,9 @@ class Exchange:
             if req.head.version == "1.1":
                 req.response_started = True
                 start = b"HTTP/1.1 %d %s" % (resp.status, resp.reason)
-                self._out.append(SendToClient(serialize(start, strip_hop_by_hop(resp.headers))))
+                # a 1xx has no body: framing fields on it (which no server may send) do not go on
+                headers = without(strip_hop_by_hop(resp.headers), _FRAMING_FIELDS)
+                self._out.append(SendToClient(serialize(start, headers)))
             return
         if resp.status == 101:
             ok, why = may_tunnel(

@@ -33,6 +33,8 @@ from adc.http.framing import MAX_CONTENT_LENGTH_DIGITS, FramingError, check_host
 from adc.http.headers import index_headers
 
 MAX_HELD_BYTES = 256 * 1024  # bytes kept after an upgrade request until the answer
+# the interim statuses llhttp ends at their head (RFC 9110 §15.2); 101 ends the parsing
+_INTERIM_WITHOUT_BODY = frozenset({100, 102, 103})
 _HEAD_END = b"\r\n\r\n"
 
 
@@ -529,6 +531,9 @@ class ResponseParser:
         p = self._parser
         version = p.get_http_version()
         status = p.get_status_code()
+        if status < 200 and status not in _INTERIM_WITHOUT_BODY and status != 101:
+            # llhttp would read a body after it (by its framing, or up to the close)
+            raise _Stop(502, f"unknown interim status {status}")
         headers = self._headers
         if len(headers) > self.max_headers:
             raise _Stop(502, "response head too large")

@@ -196,6 +196,23 @@ def test_te_on_1xx_interim_is_not_forwarded_with_framing():
     _connect(ex)
     acts = ex.receive_server(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
     assert acts == [SendToClient(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")]
+    # framing fields no server may send on a 1xx do not reach the client
+    acts = ex.receive_server(b"HTTP/1.1 100 Continue\r\nTransfer-Encoding: chunked\r\nX: y\r\n\r\n")
+    assert acts == [SendToClient(b"HTTP/1.1 100 Continue\r\nX: y\r\n\r\n")]
+    acts = ex.receive_server(b"HTTP/1.1 103 Early Hints\r\nContent-Length: 0\r\n\r\n")
+    assert acts == [SendToClient(b"HTTP/1.1 103 Early Hints\r\n\r\n")]
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert kinds(acts) == ["SendToClient", "SendToClient", "ReleaseServer", "RequestDone"]
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 3\r\n\r\nabc", b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", b"\r\n"])
+def test_unknown_interim_status_is_502(framing):
+    # llhttp ends only 100, 102 and 103 at their head; any other 1xx would be read with a body
+    ex = make()
+    _connect(ex)
+    acts = ex.receive_server(b"HTTP/1.1 150 Odd\r\n" + framing + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert kinds(acts) == ["ReleaseServer", "Respond", "RequestDone", "CloseClient"]
+    assert acts[1].status == 502 and acts[1].reason == "unknown interim status 150"
 
 
 def test_close_delimited_response_closes_client():
@@ -460,6 +477,18 @@ def test_connect_failure_is_503():
     assert ex.phase is Phase.READ_HEAD
 
 
+def test_pipelined_requests_after_a_503_are_answered_in_turn():
+    ex = make()
+    ex.receive_client(GET + GET)  # the second waits behind the first
+    acts = ex.server_failed()
+    assert kinds(acts) == ["Respond", "RequestDone", "OpenServer", "ResumeClient"]
+    assert acts[0].status == 503 and not acts[0].close
+    assert ex.phase is Phase.CONNECT
+    acts = ex.server_failed()
+    assert kinds(acts)[:2] == ["Respond", "RequestDone"] and acts[0].status == 503
+    assert ex.phase is Phase.READ_HEAD
+
+
 def test_server_timeout_is_504():
     ex = make()
     _connect(ex)
@@ -497,6 +526,20 @@ def test_reused_connection_closed_before_response_is_retried_once():
     acts = ex.server_closed()
     assert kinds(acts) == ["ReleaseServer", "Respond", "RequestDone", "CloseClient"]
     assert acts[1].status == 502
+
+
+def test_retried_empty_chunked_request_resends_its_last_chunk():
+    ex = make()
+    put = b"PUT /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ex.receive_client(put)
+    head, last, _resume = ex.server_connected(reused=True)
+    assert last == SendToServer(b"0\r\n\r\n")
+    acts = ex.server_closed()
+    assert kinds(acts) == ["ReleaseServer", "Count", "OpenServer"]
+    assert acts[-1].retry and acts[-1].head == head.data + b"0\r\n\r\n"  # the whole request, again
+    assert ex.server_connected(head_sent=True) == []
+    acts = ex.receive_server(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+    assert kinds(acts) == ["SendToClient", "ReleaseServer", "RequestDone"]
 
 
 def test_post_is_not_retried():
