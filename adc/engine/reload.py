@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("adc.reload")
 
 # attributes of a freshly built VirtualServerRuntime that are not copied onto a kept one
-_RUNTIME_ONLY = frozenset({"engine", "name", "counters", "listeners", "connections", "stopping"})
+# (`factory` makes the protocols of the object it belongs to: the kept one keeps its own)
+_RUNTIME_ONLY = frozenset({"engine", "name", "counters", "listeners", "connections", "stopping", "factory"})
 
 
 class ReloadError(Exception):
