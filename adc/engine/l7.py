@@ -848,7 +848,7 @@ class ClientProtocol:
             c.upgrades_accepted += 1
         self.tunnel_started = time.monotonic()
         self.tunnel_rs = conn.rs
-        conn.rs.tunnels += 1
+        conn.pool.tunnel_opened(conn.rs)
         self.engine.stats.open_session(session)
         relay.attach(t, conn.transport)
         relay.start(action.client_leftover, action.server_leftover)
@@ -868,7 +868,7 @@ class ClientProtocol:
         rs = self.tunnel_rs
         if rs is not None:
             self.tunnel_rs = None
-            rs.tunnels -= 1
+            rs.pool.tunnel_closed(rs)
             rs.pool.drop(rs)
         access_log = self.engine.access_log
         if access_log.enabled:  # the record is built only for a log that takes it

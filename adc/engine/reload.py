@@ -121,6 +121,7 @@ def _carry_servers(prev_pool: "PoolRuntime", pool: "PoolRuntime") -> None:
             continue
         if prev.address == rs.address:
             pool.set_health(name, prev.healthy, prev.last_check, initial=True)
+            pool.carry(rs, prev)  # its live sessions still count against it
         if prev.config == rs.config:
             if rs.state is not prev.state:
                 pool.set_state(name, prev.state)

@@ -49,7 +49,7 @@ class RealServerRuntime:
     __slots__ = (
         "config", "pool", "name", "address", "state", "healthy", "weight", "backup", "max_connections",
         "active", "tunnels", "counters", "last_check", "up_since", "slow_start", "eweight",
-        "index",
+        "index", "successor",
     )
 
     def __init__(self, config: RealServer, pool: "PoolRuntime", counters: Counters):
@@ -70,6 +70,8 @@ class RealServerRuntime:
         self.slow_start = 0.0
         self.eweight = config.weight * WEIGHT_SCALE  # internal effective weight (scaled)
         self.index = 0
+        # the same real server in the pool a reload rebuilt: it counts this one's live sessions too
+        self.successor: RealServerRuntime | None = None
 
     @property
     def effective_weight(self) -> float | int:
@@ -119,6 +121,16 @@ class RealServerRuntime:
             "tunnels": self.tunnels,
             "last_check": self.last_check.view() if self.last_check else None,
         }
+
+
+def _carried(rs: RealServerRuntime | None, sessions: int, tunnels: int) -> None:
+    """A session that began before a reload rebuilt the pool changed: so does each successor's count."""
+    while rs is not None:
+        rs.active += sessions
+        rs.tunnels += tunnels
+        if sessions:
+            (rs.pool.backup if rs.backup else rs.pool.primary).dropped(rs)
+        rs = rs.successor
 
 
 class PoolRuntime:
@@ -201,6 +213,27 @@ class PoolRuntime:
         rs.counters.conn_current -= 1
         self.counters.conn_current -= 1
         (self.backup if rs.backup else self.primary).dropped(rs)
+        if rs.successor is not None:
+            _carried(rs.successor, -1, 0)
+
+    def tunnel_opened(self, rs: RealServerRuntime) -> None:
+        rs.tunnels += 1
+        if rs.successor is not None:
+            _carried(rs.successor, 0, 1)
+
+    def tunnel_closed(self, rs: RealServerRuntime) -> None:
+        rs.tunnels -= 1
+        if rs.successor is not None:
+            _carried(rs.successor, 0, -1)
+
+    def carry(self, rs: RealServerRuntime, prev: RealServerRuntime) -> None:
+        """`rs` takes over the live sessions of `prev`, the same real server in the pool a
+        reload replaced: they count on `rs` (its `max_connections`, least-conn, the admin
+        view), and when they end, on `prev`, `rs` hears of it."""
+        rs.active += prev.active
+        rs.tunnels += prev.tunnels
+        prev.successor = rs
+        (self.backup if rs.backup else self.primary).taken(rs)
 
     # ------------------------------------------------------------------ persistence
 

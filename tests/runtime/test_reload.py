@@ -196,3 +196,50 @@ async def test_sighup_reloads(harness, backends):
     finally:
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _capped(port: int, a: int, b: int, b_weight: int) -> str:
+    return f"""
+[appliance]
+name = "test"
+admin = "off"
+access_log = "off"
+[virtual_server.vs]
+listen = "127.0.0.1:{port}"
+profile = "tcp"
+pool = "p"
+[pool.p]
+servers = [
+  {{ name = "a", address = "127.0.0.1:{a}", max_connections = 1 }},
+  {{ name = "b", address = "127.0.0.1:{b}", backup = true, weight = {b_weight} }},
+]
+"""
+
+
+async def test_live_sessions_still_count_after_a_reload_rebuilds_their_pool(appliance_factory, backends):
+    a, b = await backends(), await backends()
+    port = free_port()
+    appliance = await appliance_factory(_capped(port, a.port, b.port, 1))
+    first = await asyncio.open_connection("127.0.0.1", port)
+    assert await _echo(first, b"x") == b"x"  # takes a's only slot
+    appliance.config.source.write_text(_capped(port, a.port, b.port, 2))  # the pool is rebuilt
+    result = await appliance.reload()
+    assert result["ok"], result
+    servers = appliance.engine.pools["p"].servers
+    assert servers["a"].view()["active"] == 1  # the session from before still counts
+    second = await asyncio.open_connection("127.0.0.1", port)
+    assert await _echo(second, b"y") == b"y"
+    assert (a.accepted, b.accepted) == (1, 1)  # a is full: max_connections holds across the reload
+    for _, writer in (first, second):
+        writer.close()
+    for _ in range(100):  # the ends reach the rebuilt pool's servers
+        if servers["a"].active == 0 and servers["b"].active == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert (servers["a"].active, servers["b"].active) == (0, 0)
+
+
+async def _echo(conn, payload: bytes) -> bytes:
+    reader, writer = conn
+    writer.write(payload)
+    return await asyncio.wait_for(reader.readexactly(len(payload)), 5)
