@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import glob
 import ipaddress
+import os
 import re
+import ssl
 import tomllib
 from dataclasses import replace
 from pathlib import Path
@@ -365,12 +367,29 @@ class _Loader:
             admin=admin,
             admin_token=token,
             grace=s.conv("grace", parse_duration, d.grace),
-            access_log=s.get("access_log", str, d.access_log),
+            access_log=self._access_log(s, d.access_log),
             access_log_format=fmt,
             include=tuple(include),
         )
         s.finish()
         return settings
+
+    def _access_log(self, s: _Section, default: str) -> str:
+        """"stderr", "stdout", "off", or a file (relative to this file) the appliance can append to."""
+        value = s.get("access_log", str, default)
+        if value in ("stderr", "stdout", "off") or not value:
+            return value or default
+        path = self.resolve(s.file, value)
+        try:
+            if path.is_dir():
+                s.error("access_log", f"{path} is a directory")
+            elif not path.parent.is_dir():
+                s.error("access_log", f"directory {path.parent} does not exist")
+            elif not os.access(path if path.exists() else path.parent, os.W_OK):
+                s.error("access_log", f"{path} is not writable")
+        except OSError as exc:
+            s.error("access_log", f"{path}: {exc.strerror or exc}")
+        return str(path)
 
     def include(self, pattern: str, out: dict[str, tuple[str, dict[str, Any]]]) -> None:
         base = self.source.parent
@@ -488,18 +507,24 @@ class _Loader:
         client_ca = s.path_value("client_ca")
         if verify_client != "none" and client_ca is None:
             s.error("client_ca", f"is required when verify_client is {verify_client!r}")
-        alpn = s.get("alpn", list, ["http/1.1"])
+        alpn = _alpn(s, ["http/1.1"])
         if "h2" in alpn:
             s.error("alpn", "h2 is not supported (the appliance speaks HTTP/1.1)")
+        min_version = s.choice("min_version", TLS_VERSIONS, "TLSv1.2")
+        max_version = s.choice("max_version", TLS_VERSIONS, "TLSv1.3")
+        if min_version in TLS_VERSIONS and max_version in TLS_VERSIONS and (
+            TLS_VERSIONS.index(min_version) > TLS_VERSIONS.index(max_version)
+        ):
+            s.error("min_version", f"{min_version} is above max_version {max_version}: no version is left")
         cfg = ClientSSL(
             certificates=tuple(pairs),
-            min_version=s.choice("min_version", TLS_VERSIONS, "TLSv1.2"),
-            max_version=s.choice("max_version", TLS_VERSIONS, "TLSv1.3"),
-            ciphers=s.get("ciphers", str, ""),
+            min_version=min_version,
+            max_version=max_version,
+            ciphers=_ciphers(s),
             strict_sni=s.get("strict_sni", bool, False),
             verify_client=verify_client,
             client_ca=client_ca,
-            alpn=tuple(a for a in alpn if isinstance(a, str) and a != "h2"),
+            alpn=tuple(a for a in alpn if a != "h2"),
             session_tickets=s.get("session_tickets", bool, True),
         )
         s.finish()
@@ -519,8 +544,8 @@ class _Loader:
             min_version=s.choice("min_version", TLS_VERSIONS, "TLSv1.2"),
             cert=cert,
             key=key,
-            ciphers=s.get("ciphers", str, ""),
-            alpn=tuple(s.get("alpn", list, [])),
+            ciphers=_ciphers(s),
+            alpn=tuple(_alpn(s, [])),
         )
         s.finish()
         return cfg
@@ -816,3 +841,24 @@ def load(path: str | Path) -> Config:
     display = str(path)
     source = Path(path).expanduser().resolve()
     return _Loader(source, display).load()
+
+
+def _ciphers(s: _Section) -> str:
+    """A TLS 1.2 cipher list OpenSSL accepts ("" = the appliance's default)."""
+    value = s.get("ciphers", str, "")
+    if value:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(value)
+        except ssl.SSLError:
+            s.error("ciphers", f"OpenSSL knows no cipher in {value!r}")
+    return value
+
+
+def _alpn(s: _Section, default: list[str]) -> list[str]:
+    """ALPN protocol names: non-empty strings of at most 255 bytes."""
+    names = s.get("alpn", list, default)
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not 0 < len(name.encode("utf-8", "surrogateescape")) <= 255:
+            s.error("alpn", f"item {i} must be a protocol name (a string of 1-255 bytes), got {name!r}")
+            return []
+    return names

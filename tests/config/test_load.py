@@ -279,3 +279,50 @@ def test_check_hints_at_dev_certificates_when_only_they_are_missing(write_config
     err = capsys.readouterr().err
     assert f"{path}: profile.https.client_ssl.certificates[0]: " in err and "adc.pem: no such file" in err
     assert "hint: `adc certs init` (or `adc run`) makes the development certificates in certs/" in err
+
+
+def test_unusable_tls_settings_are_errors_before_anything_listens(write_config):
+    text = """
+    [appliance]
+    name = "t"
+    admin = "off"
+
+    [profile.tls]
+    type = "https"
+    [profile.tls.client_ssl]
+    certificates = [ { cert = "certs/adc.pem", key = "certs/adc.key" } ]
+    ciphers = "NOT-A-CIPHER"
+    min_version = "TLSv1.3"
+    max_version = "TLSv1.2"
+
+    [server_ssl.up]
+    ciphers = "ALSO-NOT-ONE"
+    alpn = [1]
+
+    [virtual_server.web]
+    listen = "127.0.0.1:8443"
+    profile = "tls"
+    pool = "p"
+
+    [pool.p]
+    server_ssl = "up"
+    servers = [{ name = "a", address = "127.0.0.1:9001" }]
+    """
+    errors = errors_of(write_config, text)
+    assert "appliance.toml: profile.tls.client_ssl.min_version: TLSv1.3 is above max_version TLSv1.2: no version is left" in errors
+    assert "appliance.toml: profile.tls.client_ssl.ciphers: OpenSSL knows no cipher in 'NOT-A-CIPHER'" in errors
+    assert "appliance.toml: server_ssl.up.ciphers: OpenSSL knows no cipher in 'ALSO-NOT-ONE'" in errors
+    assert "appliance.toml: server_ssl.up.alpn: item 0 must be a protocol name (a string of 1-255 bytes), got 1" in errors
+
+
+def test_access_log_file_is_relative_to_its_file_and_must_be_writable(write_config, tmp_path):
+    base = 'name = "t"\nadmin = "off"\n'
+    rest = '[virtual_server.l4]\nlisten = "127.0.0.1:9000"\nprofile = "tcp"\npool = "p"\n[pool.p]\nservers = [{ name = "a", address = "127.0.0.1:9001" }]\n'
+    cfg = load(write_config(f'[appliance]\n{base}access_log = "access.log"\n{rest}'))
+    assert cfg.appliance.access_log == str((cfg.source.parent / "access.log").resolve())
+    assert errors_of(write_config, f'[appliance]\n{base}access_log = "no/such/dir/access.log"\n{rest}') == [
+        f"appliance.toml: appliance.access_log: directory {(tmp_path / 'no/such/dir').resolve()} does not exist"
+    ]
+    assert errors_of(write_config, f'[appliance]\n{base}access_log = "."\n{rest}') == [
+        f"appliance.toml: appliance.access_log: {tmp_path.resolve()} is a directory"
+    ]
