@@ -63,14 +63,27 @@ async def apply(engine: "Engine", new: Config) -> list[str]:
         if errors:
             raise ReloadError(errors)
         plan = await _prepare_listeners(engine, fresh, errors)
+        access_log = _prepare_access_log(old, new, errors)
         if errors:
             _undo_listeners(plan)
             raise ReloadError(errors)
     except BaseException:
         engine.config = old
         raise
-    await _commit(engine, old, new, pools, fresh, plan, changes)
+    await _commit(engine, old, new, pools, fresh, plan, changes, access_log)
     return changes
+
+
+def _prepare_access_log(old: Config, new: Config, errors: list[str]) -> AccessLog | None:
+    """The new access log, opened before anything changes (None: it stays as it is)."""
+    a, b = old.appliance, new.appliance
+    if (a.access_log, a.access_log_format) == (b.access_log, b.access_log_format):
+        return None
+    try:
+        return AccessLog(b.access_log, b.access_log_format)
+    except OSError as exc:
+        errors.append(f"appliance.access_log: cannot open {b.access_log}: {exc.strerror or exc}")
+        return None
 
 
 # --------------------------------------------------------------------------- pools
@@ -320,6 +333,7 @@ async def _commit(
     fresh: dict[str, "VirtualServerRuntime"],
     plan: _Plan,
     changes: list[str],
+    access_log: AccessLog | None,
 ) -> None:
     # 1. swap state (no awaits until the old listeners are closed)
     engine.pools = pools
@@ -351,9 +365,9 @@ async def _commit(
         await server.start_serving()
     # 4. access log, counters of objects that are gone
     a, b = old.appliance, new.appliance
-    if (a.access_log, a.access_log_format) != (b.access_log, b.access_log_format):
+    if access_log is not None:
         previous = engine.access_log
-        engine.access_log = AccessLog(b.access_log, b.access_log_format)
+        engine.access_log = access_log
         changes.append(f"appliance.access_log -> {b.access_log} ({b.access_log_format})")
         _later(engine, b.grace, previous.close)
     if a.grace != b.grace:

@@ -243,3 +243,15 @@ async def _echo(conn, payload: bytes) -> bytes:
     reader, writer = conn
     writer.write(payload)
     return await asyncio.wait_for(reader.readexactly(len(payload)), 5)
+
+
+async def test_reload_to_an_access_log_that_cannot_be_opened_changes_nothing(harness, backends):
+    b = await backends()
+    port = free_port()
+    app = await harness.start(config({"web": port}, {"p": [b.port]}))
+    harness.write(config({"web": port}, {"p": [b.port]}, method="least-conn"))
+    harness.path.write_text(harness.path.read_text().replace('access_log = "off"', 'access_log = "no/such/dir/a.log"'))
+    result = await app.reload()
+    assert result["ok"] is False and any("appliance.access_log: directory" in e for e in result["errors"]), result
+    assert app.generation == 1 and app.engine.pools["p"].config.method == "round-robin"
+    assert await echo_roundtrip(port) == b"ping"
