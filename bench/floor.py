@@ -69,7 +69,7 @@ class Client(_Side):
     def __init__(self, server_port: int) -> None:
         super().__init__()
         self.server_port = server_port
-        self.early: list[bytes] = []  # what the client sends before the real server's connection exists
+        self.early: list[bytes] = []  # what the client sent before the real server's connection exists
 
     def data_received(self, data: bytes) -> None:
         if self.peer is not None:
@@ -78,6 +78,8 @@ class Client(_Side):
             return
         self.early.append(data)
         if len(self.early) == 1:
+            assert self.transport is not None
+            self.transport.pause_reading()  # one read waits for the dial, no more
             asyncio.get_running_loop().create_task(self._dial())
 
     async def _dial(self) -> None:
@@ -95,6 +97,7 @@ class Client(_Side):
         server.peer, self.peer = self, server
         transport.write(b"".join(self.early))
         self.early = []
+        self.transport.resume_reading()
 
 
 async def serve(listen_port: int, server_port: int, cert: Path, key: Path) -> None:

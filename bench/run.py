@@ -826,10 +826,11 @@ def ratio(row: Row) -> float | None:
     return a.value / h.value
 
 
-def cpu_ratio(row: Row) -> float | None:
-    """adc/HAProxy in work per second of the proxy's own CPU: the ratio with a proxy that
-    the load side held back below a full CPU taken at its full-CPU pace (rates only)."""
-    a, h = row.samples.get("adc"), row.samples.get("haproxy")
+def cpu_ratio(row: Row, target: str = "adc", base: str = "haproxy") -> float | None:
+    """target/base (adc/HAProxy by default) in work per second of the proxy's own CPU: the
+    ratio with a proxy that the load side held back below a full CPU taken at its full-CPU
+    pace (rates only)."""
+    a, h = row.samples.get(target), row.samples.get(base)
     if row.lower_is_better or not a or not h or a.value is None or not h.value:
         return None
     if not a.proxy_cpu or not h.proxy_cpu:
@@ -858,8 +859,9 @@ def floor_cell(row: Row) -> str:
         out += f", floor/HAProxy {f.value / h.value:.2f}×"
     if a and a.value is not None:
         out += f", adc/floor {a.value / f.value:.2f}×"
-        if a.proxy_cpu and f.proxy_cpu:
-            out += f" ({(a.value / a.proxy_cpu) / (f.value / f.proxy_cpu):.2f}× per second of proxy CPU)"
+        per_cpu = cpu_ratio(row, "adc", "floor")
+        if per_cpu is not None:
+            out += f" ({per_cpu:.2f}× per second of proxy CPU)"
     return out
 
 
