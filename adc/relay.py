@@ -351,8 +351,13 @@ class Relay:
         The FIN is sent with shutdown(SHUT_WR) on the socket's descriptor (see shutdown_write)
         rather than with `transport.write_eof()`: uvloop (0.21-0.23) frees memory twice
         when a stream whose write_eof() is still pending is closed, and a relay closes
-        its transports as soon as both directions have ended. A TLS transport cannot
-        half-close: it is closed once its buffer is flushed.
+        its transports as soon as both directions have ended.
+
+        TLS: adc's own TLS layer (clients of https virtual servers) half-closes with a
+        close_notify alert and goes on reading, as TLS 1.3 allows. The event loop's TLS
+        (towards real servers with a server SSL profile) cannot half-close: that connection
+        stays open, so the other direction's bytes still arrive, until its peer closes too
+        or the fin timeout ends the session.
         """
         side.fin_timer = None
         t = side.transport
@@ -360,13 +365,16 @@ class Relay:
             return
         if not t.can_write_eof():
             side.fin_sent = True
-            t.close()
             return
         if t.get_write_buffer_size():
             side.fin_timer = self.loop.call_later(FIN_DRAIN_POLL_SECONDS, self._send_fin, side)
             return
         side.fin_sent = True
-        if not shutdown_write(t):
+        if shutdown_write(t):
+            return
+        if t.get_extra_info("sslcontext") is not None:
+            t.write_eof()  # adc's TLS layer: close_notify
+        else:
             t.close()
 
     def _lost(self, side: _Side, exc: Exception | None) -> None:

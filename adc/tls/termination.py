@@ -28,7 +28,9 @@ Behaviour, like a TCP transport wherever TLS allows:
 - Close: a close_notify alert, then the TCP transport closes once its buffer is flushed
   (the client's close_notify is not awaited, as in HAProxy and NGINX). The client's
   close_notify, or a FIN, ends its input: `eof_received`, and unless the protocol asks to
-  stay open, close. There is no half-close towards the client (`can_write_eof()` is false).
+  stay open, close. `write_eof()` half-closes towards the client with a close_notify alert
+  and goes on reading (TLS 1.3 semantics; the relay uses it when a tunnel's real server
+  half-closes).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class TLSLayer:
         self.reading = True  # the protocol has not paused reading
         self.client_done = False  # the client's close_notify or FIN has come
         self.eof_told = False  # the protocol has had eof_received
+        self.eof_sent = False  # write_eof(): close_notify has gone out, reading goes on
         self.read_scheduled = False
         self.hold = False  # output waits for the first write (see _handshake)
         self.connected = False  # the protocol's connection_made has been called
@@ -276,7 +279,7 @@ class TLSLayer:
 
     # -- the protocol's transport ---------------------------------------------------------------
     def write(self, data: Any) -> None:
-        if self.state != OPEN or not data:
+        if self.state != OPEN or not data or self.eof_sent:
             return
         self.sslobj.write(data)
         self.hold = False
@@ -286,10 +289,24 @@ class TLSLayer:
         self.write(b"".join(list_of_data))
 
     def can_write_eof(self) -> bool:
-        return False
+        return True
 
     def write_eof(self) -> None:
-        raise NotImplementedError("TLS connections do not half-close")
+        """Half-close: a close_notify alert after what was written; reading goes on.
+
+        TLS 1.3 makes close_notify a half-close (RFC 8446, 6.1), and OpenSSL keeps
+        decrypting what the client still sends. The TCP connection stays whole until
+        close(): a TCP FIN as well would add nothing the alert has not said.
+        """
+        if self.state != OPEN or self.eof_sent:
+            return
+        self.eof_sent = True
+        try:
+            self.sslobj.shutdown()  # writes close_notify (and asks for the client's: not awaited)
+        except (ssl.SSLError, OSError, ValueError):
+            pass
+        self.hold = False
+        self._flush()
 
     def close(self) -> None:
         state = self.state

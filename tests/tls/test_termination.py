@@ -236,11 +236,39 @@ async def test_close_notify_ends_the_input_then_the_connection(layer_server, pki
     assert layer.get_extra_info("peercert") is None  # no client certificate asked for
     assert layer.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
     assert layer.get_extra_info("peername")[0] == "127.0.0.1"
-    assert not layer.can_write_eof()
     writer.close()  # close_notify, then FIN
     assert await asyncio.wait_for(made[0].lost, IO_TIMEOUT) is None
     assert made[0].events == ["made", "eof", "lost"]
     assert layer.is_closing()
+
+
+async def test_write_eof_sends_close_notify_and_reading_goes_on(layer_server, pki):
+    port, made, _ = await layer_server()
+    client, incoming, outgoing, reader, writer = await bio_client(port, pki)
+    writer.write(outgoing.read())  # TLS 1.3: the client's Finished
+    await until(lambda: made and "made" in made[0].events, "the connection")
+    layer = made[0].transport
+    assert layer.can_write_eof()
+    layer.write(b"last answer")
+    layer.write_eof()
+    layer.write(b"dropped")  # nothing goes out after the half-close
+    received = b""
+    for _ in range(20):  # bounded: the answer, then close_notify
+        incoming.write(await asyncio.wait_for(reader.read(65536), IO_TIMEOUT))
+        try:
+            while chunk := client.read(4096):
+                received += chunk
+        except ssl.SSLWantReadError:
+            continue
+        break  # read() returned b"": close_notify
+    assert received == b"last answer"
+    client.write(b"the client goes on")  # TLS 1.3: its direction is still open
+    writer.write(outgoing.read())
+    await until(lambda: bytes(made[0].data) == b"the client goes on", "the client's bytes")
+    assert not layer.is_closing() and "lost" not in made[0].events
+    layer.close()
+    assert await asyncio.wait_for(made[0].lost, IO_TIMEOUT) is None
+    writer.close()
 
 
 async def test_a_record_cut_short_by_the_fin_ends_the_input(layer_server, pki):
