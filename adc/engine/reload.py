@@ -13,7 +13,9 @@ Rules:
 - Unchanged pools keep their `PoolRuntime`; changed pools get a new one, which
   takes over the state, weight and health of servers that did not change (and the
   health of servers whose address did not change). Counters live in `Stats`, keyed
-  by name, so they carry over by themselves.
+  by name, so they carry over by themselves. A kept pool's server SSL files (ca,
+  cert, key) are read again on every reload; new contents replace its TLS settings,
+  as https listeners pick up renewed certificates.
 - Established tunnels and Layer-4 sessions keep the objects they hold; nothing
   live is dropped.
 
@@ -58,7 +60,8 @@ async def apply(engine: "Engine", new: Config) -> list[str]:
     errors: list[str] = []
     engine.config = new  # the engine's builders read engine.config
     try:
-        pools = _prepare_pools(engine, old, new, changes, errors)
+        renewed: list[tuple[PoolRuntime, Any]] = []
+        pools = _prepare_pools(engine, old, new, changes, errors, renewed)
         fresh = _prepare_virtual_servers(engine, old, new, changes, errors)
         if errors:
             raise ReloadError(errors)
@@ -70,6 +73,8 @@ async def apply(engine: "Engine", new: Config) -> list[str]:
     except BaseException:
         engine.config = old
         raise
+    for pool, tls in renewed:  # nothing awaits between here and the swap of the pools
+        pool.ssl = tls
     await _commit(engine, old, new, pools, fresh, plan, changes, access_log)
     return changes
 
@@ -99,13 +104,18 @@ def _pool_same(old: Config, new: Config, name: str) -> bool:
 
 
 def _prepare_pools(
-    engine: "Engine", old: Config, new: Config, changes: list[str], errors: list[str]
+    engine: "Engine", old: Config, new: Config, changes: list[str], errors: list[str],
+    renewed: list[tuple["PoolRuntime", Any]],
 ) -> dict[str, "PoolRuntime"]:
+    """The pools of `new`; a kept pool whose server SSL files changed on disk goes into
+    `renewed` with its new TLS settings (swapped in when the reload commits)."""
     pools: dict[str, PoolRuntime] = {}
     for name in new.pools:
         cur = engine.pools.get(name)
         if cur is not None and _pool_same(old, new, name):
             pools[name] = cur
+            if cur.ssl is not None:
+                _renew_server_ssl(new, name, cur, changes, errors, renewed)
             continue
         try:
             pool = engine.build_pool(name)
@@ -123,6 +133,26 @@ def _prepare_pools(
         if name not in new.pools:
             changes.append(f"pool {name} removed")
     return pools
+
+
+def _renew_server_ssl(
+    new: Config, name: str, pool: "PoolRuntime", changes: list[str], errors: list[str],
+    renewed: list[tuple["PoolRuntime", Any]],
+) -> None:
+    """Certificates renewed in place (same paths, new contents) are read again, like the
+    https listeners' (see _prepare_listeners); TLS sessions are kept while nothing changed."""
+    from adc.tls.contexts import build_server_ssl, server_ssl_files
+
+    cfg = new.server_ssl[pool.config.server_ssl or ""]
+    try:
+        if server_ssl_files(cfg) == pool.ssl.files:
+            return
+        tls = build_server_ssl(cfg)
+    except Exception as exc:  # a missing or unreadable file: report, change nothing
+        errors.append(f"pool.{name}: server_ssl {cfg.name}: {exc}")
+        return
+    renewed.append((pool, tls))
+    changes.append(f"pool {name}: server_ssl {cfg.name} files changed, read again")
 
 
 def _carry_servers(prev_pool: "PoolRuntime", pool: "PoolRuntime") -> None:

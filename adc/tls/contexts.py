@@ -381,11 +381,12 @@ class ServerTLS:
     none and check no name; without "" they would fall back to the address).
     """
 
-    __slots__ = ("cfg", "context", "_views")
+    __slots__ = ("cfg", "context", "files", "_views")
 
-    def __init__(self, cfg: ServerSSL, context: ServerSSLContext) -> None:
+    def __init__(self, cfg: ServerSSL, context: ServerSSLContext, files: tuple[bytes, ...] = ()) -> None:
         self.cfg = cfg
         self.context = context
+        self.files = files  # what the ca, cert and key files held when the context was made
         self._views: dict[Hashable, _ServerView] = {}
 
     def server_hostname(self, request_host: str | None = None, server_host: str | None = None) -> str:
@@ -429,7 +430,20 @@ def build_server_ssl(cfg: ServerSSL) -> ServerTLS:
         ctx.verify_mode = ssl.CERT_NONE
     if cfg.cert is not None and cfg.key is not None:
         ctx.load_cert_chain(str(cfg.cert), str(cfg.key))
-    return ServerTLS(cfg, ctx)
+    return ServerTLS(cfg, ctx, server_ssl_files(cfg))
+
+
+def server_ssl_files(cfg: ServerSSL) -> tuple[bytes, ...]:
+    """The contents of the files a server SSL profile names: a reload compares them to pick up
+    certificates renewed in place."""
+    out: list[bytes] = []
+    for path in (cfg.ca if cfg.verify else None, cfg.cert, cfg.key):
+        if path is not None and str(path) != "":
+            with open(path, "rb") as f:
+                out.append(f.read())
+        else:
+            out.append(b"")
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- reasons for log lines

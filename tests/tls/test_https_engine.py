@@ -218,6 +218,112 @@ async def test_layer4_pool_with_server_ssl(appliance_factory, pki):
     s1.close()
 
 
+async def test_layer4_server_ssl_keeps_the_answer_after_the_client_half_closes(appliance_factory, pki):
+    """TLS towards the real server cannot half-close: its connection stays open for the answer."""
+    loop = asyncio.get_running_loop()
+
+    class LateAnswer(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+
+        def data_received(self, d):
+            loop.call_later(0.2, self.t.write, b"answer to " + d)
+
+    s1 = await loop.create_server(LateAnswer, "127.0.0.1", 0, ssl=server_context(pki.server))
+    port, bport = free_port(), s1.sockets[0].getsockname()[1]
+    await appliance_factory(one_vs(port, bport, profile="l4", server="tls1", server_ssl_ca=pki.ca, extra="""
+        [profile.l4]
+        type = "tcp"
+        timeout_client_fin = "1s"
+    """))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"question")
+    writer.write_eof()
+    # the answer, then the end once the fin timeout has passed
+    assert await asyncio.wait_for(reader.read(-1), 10) == b"answer to question"
+    writer.close()
+    s1.close()
+
+
+async def test_tunnel_half_closed_by_the_real_server_is_a_close_notify(appliance_factory, pki):
+    """The real server half-closes a tunnel: the https client gets close_notify and may still send."""
+    got = bytearray()
+    done = asyncio.Event()
+
+    async def real_server(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nbye")
+        await writer.drain()
+        writer.write_eof()
+        while len(got) < 5:
+            chunk = await asyncio.wait_for(reader.read(100), 10)
+            if not chunk:
+                break
+            got.extend(chunk)
+        done.set()
+        writer.close()
+
+    server = await asyncio.start_server(real_server, "127.0.0.1", 0)
+    port, bport = free_port(), server.sockets[0].getsockname()[1]
+    await appliance_factory(one_vs(port, bport, extra=https_profile(pki)))
+
+    def client() -> tuple[bytes, bytes]:
+        # a blocking TLS socket: asyncio's TLS transports stop writing once close_notify arrives
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with client_ctx(pki).wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            received = b""
+            while not received.endswith(b"bye"):
+                chunk = tls.recv(4096)
+                assert chunk, received
+                received += chunk
+            end = tls.recv(4096)  # close_notify: the end of the real server's bytes
+            tls.sendall(b"after")
+            return received, end
+
+    received, end = await asyncio.wait_for(asyncio.to_thread(client), 15)
+    assert received.startswith(b"HTTP/1.1 101 ") and received.endswith(b"\r\n\r\nbye")
+    assert end == b""
+    await asyncio.wait_for(done.wait(), 10)
+    assert bytes(got) == b"after"
+    server.close()
+
+
+async def test_reload_reads_server_ssl_files_renewed_in_place(appliance_factory, pki, tmp_path):
+    server, bport = await echo_ws_server(server_context(pki.rogue_server))
+    trust = tmp_path / "trust.pem"
+    trust.write_bytes(pki.ca.read_bytes())
+    port = free_port()
+    appliance = await appliance_factory(one_vs(port, bport, profile="http", server="s", server_ssl_ca=trust))
+
+    async def status() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.close()
+        return head.split(b" ", 2)[1]
+
+    assert await status() == b"502"  # the real server's CA is not trusted
+    result = await appliance.reload()  # nothing changed: the TLS settings stay
+    assert result["ok"] and not any("server_ssl" in c for c in result["changes"]), result
+    trust.write_bytes(pki.rogue_ca.read_bytes())  # the same file, renewed
+    result = await appliance.reload()
+    assert result["ok"], result
+    assert "pool p: server_ssl internal files changed, read again" in result["changes"]
+    async with connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        await ws.send("verified")
+        assert await asyncio.wait_for(ws.recv(), 10) == "verified"
+    trust.unlink()  # unreadable now: the reload is refused, the running settings stay
+    result = await appliance.reload()
+    assert not result["ok"] and "trust.pem" in str(result), result
+    async with connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        await ws.send("still")
+        assert await asyncio.wait_for(ws.recv(), 10) == "still"
+    server.close()
+
+
 async def test_forwarded_proto_alpn_and_session_resumption(appliance_factory, pki):
     server, bport = await header_echo_server()
     port = free_port()
