@@ -232,6 +232,15 @@ Action = (
 
 _LAST_CHUNK: Final = b"0\r\n"
 _FRAMING_FIELDS: Final = (b"content-length", b"transfer-encoding")
+# never in a trailer section: they frame or route the message (RFC 9110 §6.5.1)
+_NOT_TRAILERS: Final = (b"content-length", b"transfer-encoding", b"host")
+
+
+def _last_chunk(trailers: Headers) -> bytes:
+    """The last chunk with the trailer fields a recipient may see: no hop-by-hop ones, none that frame."""
+    if not trailers:
+        return b"0\r\n\r\n"
+    return serialize(_LAST_CHUNK[:-2], without(strip_hop_by_hop(trailers), _NOT_TRAILERS))
 COPY_CHUNK_BELOW_BYTES: Final = 16 * 1024  # smaller chunks are framed in one small copy
 
 
@@ -265,6 +274,7 @@ class _Request:
     sent_body: bool = False
     last_chunk: bytes | None = None  # a chunked body without data, as sent (a retry resends it)
     set_cookie: bytes | None = None  # persistence cookie added to the response
+    one_shot: bool = False  # sent with `Connection: close`: the server connection is not reused
 
     def __init__(self, head: RequestHead, match: RouteMatch, facts: AccessFacts) -> None:
         self.head = head
@@ -285,6 +295,7 @@ class _Request:
         self.sent_body = False
         self.last_chunk = None
         self.set_cookie = None
+        self.one_shot = False
 
 
 class Exchange:
@@ -652,16 +663,36 @@ class Exchange:
                          server=False, close=True)
             return
         req.server_head = self._server_head(head, index, req.websocket)
+        req.one_shot = b"host" not in index  # see _server_head
         self._enter(Phase.CONNECT)
         assert match.pool is not None
         self._out.append(OpenServer(match.pool, match, head, req.server_head))
 
     def _server_head(self, head: RequestHead, index: dict[bytes, list[bytes]], websocket: bool) -> bytes:
-        """The request head as sent to the real server: HTTP/1.1, hop-by-hop fields out, forwarding in."""
+        """The request head as sent to the real server: HTTP/1.1, hop-by-hop fields out, forwarding in.
+
+        An HTTP/1.0 request without Host goes on as HTTP/1.0 with `Connection: close`:
+        as HTTP/1.1 it would need a Host the client never named, and a made-up one could
+        route it elsewhere on the real server.
+        """
         profile = self.profile
+        if b"host" not in index:
+            start = b"%s %s HTTP/1.0\r\n" % (head.method.encode("ascii"), head.target)
+            headers = strip_hop_by_hop(head.headers, ())
+            headers.append((b"Connection", b"close"))
+            headers = add_forwarding(
+                headers, self.client_ip, self.scheme, None, x_forwarded_for=profile.x_forwarded_for,
+                x_forwarded_proto=profile.x_forwarded_proto, forwarded=profile.forwarded, received=head.headers,
+            )
+            return serialize(start[:-2], headers)
         start = b"%s %s HTTP/1.1\r\n" % (head.method.encode("ascii"), head.target)
+        # a chunked body is announced as exactly `chunked` (the client may have written
+        # `Chunked` or `, chunked`, which a real server could read differently)
+        te = index.get(b"transfer-encoding")
+        odd_te = te is not None and te != [b"chunked"]
         if (
-            not profile.forwarded
+            not odd_te
+            and not profile.forwarded
             and b"x-forwarded-for" not in index
             and b"x-forwarded-proto" not in index
             and (plain_upgrade(index) if websocket else keeps_all(index))
@@ -679,6 +710,9 @@ class Exchange:
         headers = strip_hop_by_hop(head.headers, keep)
         if websocket:
             headers = [(n, b"Upgrade") if n.lower() == b"connection" else (n, v) for n, v in headers]
+        if odd_te:
+            headers = without(headers, (b"transfer-encoding",))
+            headers.append((b"Transfer-Encoding", b"chunked"))
         host_values = get_all(head.headers, b"host")
         headers = add_forwarding(
             headers,
@@ -712,7 +746,7 @@ class Exchange:
             self._finish_answered(req)
             return
         if req.head.body is BodyKind.CHUNKED:
-            last = serialize(_LAST_CHUNK[:-2], trailers)
+            last = _last_chunk(trailers)
             self._out.append(SendToServer(last))
             if not req.sent_body:
                 req.last_chunk = last  # the whole body: a retry sends it again with the head
@@ -771,7 +805,7 @@ class Exchange:
         if response is None or self.phase is not Phase.FORWARD_RESPONSE:
             raise AssertionError(f"end of response in phase {self.phase.name}")
         if response.body is BodyKind.CHUNKED and not req.dechunk:
-            self._out.append(SendToClient(serialize(_LAST_CHUNK[:-2], strip_hop_by_hop(trailers))))
+            self._out.append(SendToClient(_last_chunk(trailers)))
         # An early answer (request incomplete) was sent with Connection: close.
         self._finish_response(req)
 
@@ -833,16 +867,20 @@ class Exchange:
             or not req.complete
         )
         start = b"HTTP/1.1 %d %s" % (resp.status, resp.reason or reason_phrase(resp.status).encode("latin-1"))
+        lowered = resp.headers.lowered  # type: ignore[attr-defined]  # built by the parser
+        no_length = resp.status == 204 and b"content-length" in lowered  # RFC 9110 §8.6: never on a 204
         if (
-            req.set_cookie is None and not client_10 and resp.framing_violation is None
-            and keeps_all(resp.headers.lowered)  # type: ignore[attr-defined]  # built by the parser
+            req.set_cookie is None and not client_10 and resp.framing_violation is None and not no_length
+            and keeps_all(lowered)
         ):  # the usual answer: its fields as received
             tail = b"Connection: close\r\n\r\n" if req.close_after else b"\r\n"
             self._out.append(SendToClient(b"%s\r\n%s%s" % (start, header_lines(resp.headers), tail)))
             self._enter(Phase.FORWARD_RESPONSE)
             return
         headers = strip_hop_by_hop(resp.headers)
-        if resp.framing_violation is not None or req.dechunk:
+        if resp.framing_violation is not None or no_length:
+            headers = without(headers, _FRAMING_FIELDS)
+        elif req.dechunk:
             headers = without(headers, (b"transfer-encoding",))
         if req.set_cookie is not None:
             headers.append((b"Set-Cookie", req.set_cookie))
@@ -858,6 +896,7 @@ class Exchange:
         assert resp is not None
         reusable = (
             resp.keep_alive
+            and not req.one_shot
             and req.complete
             and resp.framing_violation is None
             and resp.body is not BodyKind.CLOSE

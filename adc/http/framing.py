@@ -87,15 +87,20 @@ def response_framing(
 ) -> tuple[BodyKind, int | None, str | None]:
     """(body kind, length, framing violation) of a response (RFC 9112 §6.3).
 
-    A violation is Transfer-Encoding where the status forbids a body (1xx, 204)
-    or a 2xx answer to CONNECT: such framing is never forwarded.
+    A violation is Transfer-Encoding, or a Content-Length other than 0, where the status
+    forbids them (1xx, 204, a 2xx answer to CONNECT; RFC 9110 §8.6, RFC 9112 §6.1):
+    such framing is never forwarded.
     """
     codings = transfer_codings(headers)
     violation = None
     no_body = request_method == "HEAD" or 100 <= status < 200 or status in (204, 304)
     connect_ok = request_method == "CONNECT" and 200 <= status < 300
-    if codings is not None and (100 <= status < 200 or status == 204 or connect_ok):
-        violation = f"Transfer-Encoding on a {status} response" + (" to CONNECT" if connect_ok else "")
+    if 100 <= status < 200 or status == 204 or connect_ok:
+        to = f"a {status} response" + (" to CONNECT" if connect_ok else "")
+        if codings is not None:
+            violation = f"Transfer-Encoding on {to}"
+        elif any(n.lower() == b"content-length" and v.strip() != b"0" for n, v in headers):
+            violation = f"Content-Length on {to}"
     if no_body or connect_ok:
         return BodyKind.NONE, None, violation
     if codings is not None:

@@ -295,7 +295,9 @@ class RequestParser:
                 raise _Stop(exc.status, exc.reason) from None
             host_name = _host_only(host) if host else ""
         if method == "CONNECT":
-            raise _Stop(405, "CONNECT is not supported")
+            # 501 rather than 405: the appliance is no forward proxy, and a 405 would have to
+            # name the methods the real servers allow (Allow), which it cannot know
+            raise _Stop(501, "CONNECT is not supported")
         url = self._url
         if url[:1] == b"/":
             # origin-form; without a query the path is the whole target

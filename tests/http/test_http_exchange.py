@@ -191,6 +191,33 @@ def test_te_on_204_stripped_and_counted():
     ]
 
 
+@pytest.mark.parametrize("length, counted", [(b"5", True), (b"0", False)])
+def test_content_length_on_204_is_not_forwarded(length, counted):
+    ex = make()
+    _connect(ex)
+    acts = ex.receive_server(b"HTTP/1.1 204 No Content\r\nContent-Length: " + length + b"\r\nX: y\r\n\r\n")
+    # RFC 9110 §8.6; a length other than 0 also makes the connection untrustworthy
+    assert without_facts(acts) == [
+        *([Count("response_framing_violation")] if counted else []),
+        SendToClient(b"HTTP/1.1 204 No Content\r\nX: y\r\n\r\n"),
+        ReleaseServer(not counted),
+        ("RequestDone", 204),
+    ]
+
+
+def test_chunked_request_goes_on_with_plain_transfer_encoding_and_clean_trailers():
+    ex = make()
+    req = (b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , Chunked\r\n\r\n1\r\nx\r\n"
+           b"0\r\nConnection: T-A\r\nT-A: 1\r\nT-B: 2\r\nKeep-Alive: 5\r\nHost: b\r\n\r\n")
+    ex.receive_client(req)
+    assert ex.server_connected() == [
+        SendToServer(b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n" + XF + b"\r\n"),
+        SendToServer(b"1\r\nx\r\n"),
+        SendToServer(b"0\r\nT-B: 2\r\n\r\n"),  # hop-by-hop and routing fields never go on in trailers
+        ResumeClient(),
+    ]
+
+
 def test_te_on_1xx_interim_is_not_forwarded_with_framing():
     ex = make()
     _connect(ex)
@@ -226,7 +253,7 @@ def test_close_delimited_response_closes_client():
 
 def test_http10_client_gets_dechunked_body_and_close():
     ex = make()
-    _connect(ex, b"GET / HTTP/1.0\r\n\r\n")
+    _connect(ex, b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")
     acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
     assert without_facts(acts) == [
         SendToClient(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"),
@@ -234,6 +261,19 @@ def test_http10_client_gets_dechunked_body_and_close():
         ReleaseServer(True),
         ("RequestDone", 200),
         CloseClient("connection: close"),
+    ]
+
+
+def test_http10_request_without_host_goes_on_as_http10_and_closes():
+    ex = make()
+    _, (send,) = _connect(ex, b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\nX-A: 1\r\n\r\n")
+    # as HTTP/1.1 it would need a Host the client never gave
+    assert send.data == b"GET /old HTTP/1.0\r\nX-A: 1\r\nConnection: close\r\n" + XF + b"\r\n"
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert without_facts(acts)[:3] == [
+        SendToClient(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n"),
+        SendToClient(b"ok"),
+        ReleaseServer(False),  # it was asked to close
     ]
 
 
@@ -439,6 +479,15 @@ def test_limits_414_431():
 
 
 # -- routes ----------------------------------------------------------------------------------
+def test_connect_is_501_and_closes():
+    ex = make()
+    acts = ex.receive_client(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\nthe tunnel's bytes")
+    (respond,) = [a for a in acts if isinstance(a, Respond)]
+    assert respond.status == 501 and respond.close and b"Allow" not in respond.data
+    assert acts[-1] == CloseClient("CONNECT is not supported")
+    assert not any(isinstance(a, OpenServer) for a in acts)
+
+
 def test_route_respond_and_404_keep_alive():
     ex = make(routes=(route(path_prefix="/admin", respond=403),), pool=None)
     acts = ex.receive_client(b"GET /admin/x HTTP/1.1\r\nHost: a\r\n\r\n")
