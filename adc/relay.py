@@ -353,11 +353,10 @@ class Relay:
         when a stream whose write_eof() is still pending is closed, and a relay closes
         its transports as soon as both directions have ended.
 
-        TLS: adc's own TLS layer (clients of https virtual servers) half-closes with a
-        close_notify alert and goes on reading, as TLS 1.3 allows. The event loop's TLS
-        (towards real servers with a server SSL profile) cannot half-close: that connection
-        stays open, so the other direction's bytes still arrive, until its peer closes too
-        or the fin timeout ends the session.
+        TLS (https clients, real servers with a server SSL profile): adc's TLS layer
+        half-closes with a close_notify alert and goes on reading, as TLS 1.3 allows.
+        A transport that cannot half-close at all is left open, so the other direction's
+        bytes still arrive, until its peer closes too or the fin timeout ends the session.
         """
         side.fin_timer = None
         t = side.transport

@@ -15,15 +15,19 @@ import os
 import socket
 import ssl
 import time
-from typing import Any, Callable, TypeVar, cast
+from typing import Any, Callable, TypeVar
 
 from mypy_extensions import mypyc_attr
 
 from adc.config.model import Profile
 from adc.pools.balancers import PickContext
 from adc.pools.pool import CheckResult, PoolRuntime, RealServerRuntime
+from adc.tls.termination import dialling
 
 log = logging.getLogger("adc.connect")
+
+# A TLS handshake with a real server when `timeout_connect` is 0 (the event loop's default)
+TLS_HANDSHAKE_SECONDS = 60.0
 
 P = TypeVar("P")  # a protocol: every method uvloop calls, not always a BaseProtocol subclass
 
@@ -164,7 +168,7 @@ def _writable(fut: asyncio.Future) -> None:
 async def dial(
     loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], P], host: str, port: int,
     first_data: bytes = b"", connected: Callable[[], None] | None = None,
-    waiting: Callable[[], None] | None = None, **kwargs: Any
+    waiting: Callable[[], None] | None = None, tls: Any = None, tls_timeout: float = 0.0,
 ) -> tuple[asyncio.Transport, P]:
     """`loop.create_connection` to `host`:`port`, sooner when the handshake is over at once.
 
@@ -178,19 +182,27 @@ async def dial(
     leave the moment the TCP handshake is over, before the transport exists: the real
     server finds them with the new connection and answers without another wake-up.
     With TLS they are written once the handshake is over. Either way nothing else is
-    written before them. `connected` is called once the TCP connection is up, just
+    written before them. `tls` is `ServerTLS.for_dial()`'s answer: the connection then
+    carries adc's TLS layer (adc.tls.termination), whose handshake is awaited, bounded
+    by `tls_timeout` (0: unbounded), and the transport returned is that layer. `connected` is called once the TCP connection is up, just
     before they leave (the caller stops its connect deadline there: a request that has
     left must not be counted a failed connect and sent to another server). `waiting` is
     called before the first wait for the network (the caller starts its connect deadline
     there).
     """
+    waiter: asyncio.Future | None = None
+    factory: Callable[[], Any] = protocol_factory
+    if tls is not None:
+        context, name, session, resume = tls
+        waiter = loop.create_future()
+        factory = dialling(protocol_factory, context, loop, waiter, name, session, resume, tls_timeout)
     family = _literal_family(host)
     if not family:
         if waiting is not None:
             waiting()
-        transport, protocol = await loop.create_connection(
-            cast("Callable[[], asyncio.BaseProtocol]", protocol_factory), host, port, **kwargs
-        )
+        transport, protocol = await loop.create_connection(factory, host, port)
+        if waiter is not None:
+            transport, protocol = await _handshake(waiter, protocol)
         if first_data:
             transport.write(first_data)
         return transport, protocol  # type: ignore[return-value]
@@ -218,7 +230,7 @@ async def dial(
         if err:
             raise OSError(err, os.strerror(err))
         sent = 0
-        if kwargs.get("ssl") is not None:
+        if waiter is not None:
             if waiting is not None:
                 waiting()  # the TLS handshake
         elif first_data:
@@ -228,15 +240,29 @@ async def dial(
                 sent = sock.send(first_data)
             except (BlockingIOError, InterruptedError):
                 pass  # the transport writes it all
-        transport, protocol = await loop.create_connection(
-            cast("Callable[[], asyncio.BaseProtocol]", protocol_factory), sock=sock, **kwargs
-        )
-        if sent < len(first_data):
-            transport.write(first_data[sent:] if sent else first_data)
+        transport, protocol = await loop.create_connection(factory, sock=sock)
     except BaseException:
         sock.close()
         raise
+    if waiter is not None:  # the transport owns the socket now
+        transport, protocol = await _handshake(waiter, protocol)
+    if sent < len(first_data):
+        transport.write(first_data[sent:] if sent else first_data)
     return transport, protocol  # type: ignore[return-value]
+
+
+async def _handshake(waiter: asyncio.Future, layer: Any) -> tuple[Any, Any]:
+    """Wait for the TLS layer's handshake: (the layer, as the transport; the protocol over it).
+
+    On failure or cancellation the connection is aborted and the exception raised.
+    """
+    try:
+        await waiter
+    except BaseException:
+        waiter.cancel()  # a later outcome (the connection's loss) has nobody to hear it
+        layer.abort()
+        raise
+    return layer, layer.protocol
 
 
 async def connect_server(
@@ -270,23 +296,18 @@ async def connect_server(
             break
         tried.add(rs.name)
         pool.take(rs)
-        kwargs: dict = {}
-        if pool.ssl is not None:  # adc.tls.contexts.ServerTLS
-            kwargs = {
-                "ssl": pool.ssl.for_server(rs.address),
-                "server_hostname": pool.ssl.server_hostname(host, rs.address.host),
-            }
-            if profile.timeout_connect > 0:
-                kwargs["ssl_handshake_timeout"] = profile.timeout_connect
         started = time.monotonic()
         deadline = _Deadline(loop, profile.timeout_connect) if profile.timeout_connect > 0 else None
         exc: BaseException | None = None
         try:
             try:
+                # adc.tls.contexts.ServerTLS; the handshake is bounded by the connect deadline
+                # (or, without one, by the event loop's usual TLS handshake timeout)
+                tls = None if pool.ssl is None else pool.ssl.for_dial(rs.address, host, rs.address.host)
                 transport, protocol = await dial(
                     loop, protocol_factory, rs.address.host, rs.address.port, first_data,
                     None if deadline is None else deadline.disarm, None if deadline is None else deadline.arm,
-                    **kwargs
+                    tls, profile.timeout_connect if profile.timeout_connect > 0 else TLS_HANDSHAKE_SECONDS,
                 )
             finally:
                 if deadline is not None:

@@ -371,7 +371,8 @@ def _host_name(host: str | None) -> str | None:
 class ServerTLS:
     """TLS towards the real servers of one pool (one `[server_ssl.NAME]`).
 
-    Dial with::
+    Traffic dials with adc's TLS layer (`for_dial`, see adc.engine.connect); anything on the
+    event loop's own TLS (health checks) dials with::
 
         name = tls.server_hostname(request_host, server.address.host)
         await loop.create_connection(factory, host, port, ssl=tls.for_server(server.address),
@@ -401,6 +402,21 @@ class ServerTLS:
         if sni == "@host":
             return _host_name(request_host) or (server_host or "")
         return sni
+
+    def for_dial(self, key: Hashable, request_host: str | None, server_host: str | None) -> tuple[
+        ServerSSLContext, str | None, ssl.SSLSession | None, tuple[_Resumption, Hashable]
+    ]:
+        """What adc's TLS layer needs for one connection to a real server (`adc.tls.termination.dialling`):
+        (context, server name to send and check or None, session to resume, where to keep the next one).
+
+        Sessions are kept per real server (`key`) and name, like `for_server()`'s.
+        Raises UnicodeError for a name IDNA cannot encode.
+        """
+        name = self.server_hostname(request_host, server_host)
+        encoded = self.context._encode_hostname(name) if name else None  # type: ignore[attr-defined]
+        store = self.context.resumption
+        rkey = (key, encoded)
+        return self.context, encoded, store.get(rkey), (store, rkey)
 
     def for_server(self, key: Hashable) -> Any:
         """The `ssl=` argument for connections to one real server (TLS sessions resumed per server)."""

@@ -1,11 +1,15 @@
-"""TLS termination for `https` virtual servers: a memory-BIO TLS layer on a TCP transport.
+"""adc's TLS layer: a memory-BIO TLS connection on a TCP transport.
+
+It terminates TLS for `https` virtual servers (`terminating`) and carries TLS to real
+servers with a server SSL profile (`dialling`: the client side, with session resumption
+and the handshake's outcome reported to the dialler).
 
 `TLSLayer` sits between the event loop's TCP transport and the Layer-7 protocol: it is
 the TCP transport's protocol and the Layer-7 protocol's transport. OpenSSL, through the
 stdlib `ssl` module's memory BIOs, does all of TLS; this class moves records between
 the two and keeps the transport contract the Layer-7 engine and the relay rely on.
 
-The event loop's own TLS support (`create_server(ssl=...)`) is not used for clients:
+The event loop's own TLS support (`create_server(ssl=...)`) is not used for traffic:
 it drives OpenSSL through the interpreted `ssl.SSLObject` wrappers, arms a timer per
 connection for the shutdown and hands the first request over one loop iteration late;
 this module is compiled with the traffic path (see `adc.compiled`) and does none of that.
@@ -26,11 +30,14 @@ Behaviour, like a TCP transport wherever TLS allows:
   `data_received`. While the protocol has paused reading, the TCP transport is paused and
   what already arrived (at most one read's worth) waits.
 - Close: a close_notify alert, then the TCP transport closes once its buffer is flushed
-  (the client's close_notify is not awaited, as in HAProxy and NGINX). The client's
+  (the peer's close_notify is not awaited, as in HAProxy and NGINX). The peer's
   close_notify, or a FIN, ends its input: `eof_received`, and unless the protocol asks to
-  stay open, close. `write_eof()` half-closes towards the client with a close_notify alert
-  and goes on reading (TLS 1.3 semantics; the relay uses it when a tunnel's real server
-  half-closes).
+  stay open, close. `write_eof()` half-closes with a close_notify alert and goes on
+  reading (TLS 1.3 semantics; the relay uses it to pass a half-close on).
+
+The client side (towards real servers) differs only in the handshake: it starts at
+`connection_made`, bounded by the dialler's timeout, and its outcome (success, or the
+exception: a refused certificate, say) goes to the dialler's future rather than to a hook.
 """
 
 from __future__ import annotations
@@ -55,14 +62,26 @@ _NOT_CONNECTED: Final = "-"
 
 
 class TLSLayer:
-    """One client's TLS connection: protocol of the TCP transport, transport of `protocol`."""
+    """One TLS connection: protocol of the TCP transport, transport of `protocol`.
+
+    The server side of a client's connection by default; with `waiter`, the client side of
+    a connection to a real server (see `dialling`).
+    """
 
     def __init__(self, context: ssl.SSLContext, protocol: Any, loop: asyncio.AbstractEventLoop,
-                 handshake_timeout: float = 0.0) -> None:
+                 handshake_timeout: float = 0.0, waiter: asyncio.Future | None = None,
+                 server_hostname: str | None = None, session: Any = None, resume: Any = None) -> None:
         self.context = context
         self.protocol: Any = protocol
         self.loop = loop
         self.handshake_timeout = handshake_timeout
+        # client side: the handshake's outcome goes to `waiter`; `session` is resumed, and the
+        # connection's own resumable session is put in `resume` = (store, key) once it is known
+        self.server_side = waiter is None
+        self.waiter = waiter
+        self.server_hostname = server_hostname
+        self.session: Any = session
+        self.resume: Any = resume
         self.transport: Any = None  # the TCP transport
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
@@ -86,11 +105,24 @@ class TLSLayer:
     # -- the TCP transport's protocol --------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.sslobj = self.context._wrap_bio(  # type: ignore[attr-defined]
-            self.incoming, self.outgoing, True, None, owner=None, session=None
-        )
+        if self.server_side:
+            self.sslobj = self.context._wrap_bio(  # type: ignore[attr-defined]
+                self.incoming, self.outgoing, True, None, owner=None, session=None
+            )
+        else:
+            try:
+                self.sslobj = self.context._wrap_bio(  # type: ignore[attr-defined]
+                    self.incoming, self.outgoing, False, self.server_hostname, owner=None, session=self.session
+                )
+            except (ssl.SSLError, ValueError) as exc:
+                self._failed(exc)
+                return
+            self.session = None
+            self.spoke = True  # every failure is the dialler's to hear
         if self.handshake_timeout > 0:
             self.timer = self.loop.call_later(self.handshake_timeout, self._handshake_timed_out)
+        if not self.server_side:
+            self._handshake()  # the ClientHello
 
     def data_received(self, data: bytes) -> None:
         state = self.state
@@ -151,6 +183,18 @@ class TLSLayer:
             return
         self._cancel_timer()
         self.state = OPEN
+        if not self.server_side:
+            self._flush()
+            if self.resume is not None:
+                self._keep_session()  # TLS 1.2; TLS 1.3 tickets come later (see _read)
+            self.connected = True
+            self.protocol.connection_made(self)
+            waiter, self.waiter = self.waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if self.state == OPEN and self.incoming.pending:
+                self._read()
+            return
         if self.sslobj.version() == "TLSv1.3":
             # What the handshake's last step wrote is the session tickets: they go out with
             # the first answer, one packet (and one wake-up of the client) fewer. Under TLS
@@ -173,6 +217,11 @@ class TLSLayer:
             self.transport.close()
 
     def _report(self, exc: BaseException) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:  # client side: the dialler hears it
+            if not waiter.done():
+                waiter.set_exception(exc)
+            return
         if not self.spoke or self.reported:
             return  # connected and left without a word (a port check), or already reported
         self.reported = True
@@ -244,6 +293,8 @@ class TLSLayer:
                 more.append(chunk)
         if self.outgoing.pending and not self.hold:
             self._flush()  # say, the answer to a key update
+        if self.resume is not None:
+            self._keep_session()
         if first is not None:
             self.protocol.data_received(first if more is None else b"".join(more))
         if self.state != OPEN:
@@ -255,6 +306,17 @@ class TLSLayer:
         elif end or self.client_done:
             # after the client's FIN, whatever is left is a record cut short: it never completes
             self._end_of_input()
+
+    def _keep_session(self) -> None:
+        """Client side: keep the session for the next connection once it can be resumed."""
+        try:
+            session = self.sslobj.session
+        except (ValueError, AttributeError):
+            return
+        if session is not None and (session.has_ticket or session.id) and self.resume is not None:
+            store, key = self.resume
+            self.resume = None
+            store.put(key, session)
 
     def _end_of_input(self) -> bool:
         """The client has nothing more to send; True if the connection stays open (the protocol asks)."""
@@ -393,6 +455,18 @@ def _ssl_object(sslobj: Any) -> ssl.SSLObject:
     view = ssl.SSLObject.__new__(ssl.SSLObject)
     setattr(view, "_sslobj", sslobj)
     return view
+
+
+def dialling(factory: Callable[[], Any], context: ssl.SSLContext, loop: asyncio.AbstractEventLoop,
+             waiter: asyncio.Future, server_hostname: str | None, session: Any = None, resume: Any = None,
+             handshake_timeout: float = 0.0) -> Callable[[], TLSLayer]:
+    """A protocol factory for one connection to a real server over TLS, in front of `factory`'s
+    protocol: `waiter` gets the handshake's outcome (None, or the exception)."""
+
+    def make() -> TLSLayer:
+        return TLSLayer(context, factory(), loop, handshake_timeout, waiter, server_hostname, session, resume)
+
+    return make
 
 
 def terminating(factory: Callable[[], Any], context: ssl.SSLContext, loop: asyncio.AbstractEventLoop,

@@ -218,31 +218,99 @@ async def test_layer4_pool_with_server_ssl(appliance_factory, pki):
     s1.close()
 
 
-async def test_layer4_server_ssl_keeps_the_answer_after_the_client_half_closes(appliance_factory, pki):
-    """TLS towards the real server cannot half-close: its connection stays open for the answer."""
-    loop = asyncio.get_running_loop()
+async def test_layer4_server_ssl_passes_the_half_close_on_and_keeps_the_answer(appliance_factory, pki):
+    """The client half-closes: the real server hears close_notify and still answers through TLS."""
+    from adc.config.model import CertificatePair, ClientSSL
+    from adc.tls.contexts import build_client_ssl
+    from adc.tls.termination import terminating
 
-    class LateAnswer(asyncio.Protocol):
+    loop = asyncio.get_running_loop()
+    heard: list[bytes] = []
+
+    class AnswersAtTheEnd(asyncio.Protocol):
+        """Reads until the client is done, then answers and closes (TLS 1.3 allows the half-close)."""
+
         def connection_made(self, t):
             self.t = t
 
         def data_received(self, d):
-            loop.call_later(0.2, self.t.write, b"answer to " + d)
+            heard.append(d)
 
-    s1 = await loop.create_server(LateAnswer, "127.0.0.1", 0, ssl=server_context(pki.server))
+        def eof_received(self):
+            loop.call_later(0.1, self.answer)
+            return True  # keep the connection for the answer
+
+        def answer(self):
+            self.t.write(b"answer to " + b"".join(heard))
+            self.t.close()
+
+    ctx = build_client_ssl(ClientSSL(certificates=(CertificatePair(*pki.server),)))
+    s1 = await loop.create_server(terminating(AnswersAtTheEnd, ctx, loop), "127.0.0.1", 0)
     port, bport = free_port(), s1.sockets[0].getsockname()[1]
     await appliance_factory(one_vs(port, bport, profile="l4", server="tls1", server_ssl_ca=pki.ca, extra="""
         [profile.l4]
         type = "tcp"
-        timeout_client_fin = "1s"
+        timeout_client_fin = "60s"
     """))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"question")
     writer.write_eof()
-    # the answer, then the end once the fin timeout has passed
+    # the answer and the end come from the real server, long before the fin timeout
     assert await asyncio.wait_for(reader.read(-1), 10) == b"answer to question"
     writer.close()
     s1.close()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+async def test_server_ssl_resumes_sessions_and_a_silent_server_times_out(appliance_factory, pki, version):
+    reused: list[bool] = []
+
+    async def handle(reader, writer):
+        reused.append(writer.get_extra_info("ssl_object").session_reused)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    ctx = server_context(pki.server)
+    ctx.maximum_version = version
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (the backlog), never says a word
+    port, bport = free_port(), server.sockets[0].getsockname()[1]
+    await appliance_factory(f"""
+        [virtual_server.vs]
+        listen = "127.0.0.1:{port}"
+        profile = "web"
+        pool = "p"
+        routes = [ {{ path_prefix = "/mute", pool = "mute" }} ]
+        [profile.web]
+        type = "http"
+        timeout_connect = "0.5s"
+        connect_retries = 0
+        [pool.p]
+        server_ssl = "internal"
+        servers = [{{ name = "s", address = "127.0.0.1:{bport}" }}]
+        [pool.mute]
+        server_ssl = "internal"
+        servers = [{{ name = "m", address = "127.0.0.1:{silent.getsockname()[1]}" }}]
+        [server_ssl.internal]
+        ca = "{pki.ca}"
+        sni = "localhost"
+    """)
+
+    async def get(path: str = "/") -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        data = await asyncio.wait_for(reader.read(-1), 10)
+        writer.close()
+        return data
+
+    for _ in range(3):
+        assert (await get()).endswith(b"\r\n\r\nok")
+    assert reused == [False, True, True]  # one full handshake, then resumed sessions
+    assert (await get("/mute")).startswith(b"HTTP/1.1 50")  # the TLS handshake never ends: timeout_connect
+    silent.close()
+    server.close()
 
 
 async def test_tunnel_half_closed_by_the_real_server_is_a_close_notify(appliance_factory, pki):
