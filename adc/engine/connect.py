@@ -184,11 +184,12 @@ async def dial(
     With TLS they are written once the handshake is over. Either way nothing else is
     written before them. `tls` is `ServerTLS.for_dial()`'s answer: the connection then
     carries adc's TLS layer (adc.tls.termination), whose handshake is awaited, bounded
-    by `tls_timeout` (0: unbounded), and the transport returned is that layer. `connected` is called once the TCP connection is up, just
-    before they leave (the caller stops its connect deadline there: a request that has
-    left must not be counted a failed connect and sent to another server). `waiting` is
-    called before the first wait for the network (the caller starts its connect deadline
-    there).
+    by `tls_timeout` (0: unbounded), and the transport returned is that layer.
+
+    `connected` is called once the TCP connection is up, just before they leave (the
+    caller stops its connect deadline there: a request that has left must not be counted
+    a failed connect and sent to another server). `waiting` is called before the first
+    wait for the network (the caller starts its connect deadline there).
     """
     waiter: asyncio.Future | None = None
     factory: Callable[[], Any] = protocol_factory
@@ -202,7 +203,7 @@ async def dial(
             waiting()
         transport, protocol = await loop.create_connection(factory, host, port)
         if waiter is not None:
-            transport, protocol = await _handshake(waiter, protocol)
+            transport, protocol = await _tls_handshake(waiter, protocol)
         if first_data:
             transport.write(first_data)
         return transport, protocol  # type: ignore[return-value]
@@ -245,13 +246,13 @@ async def dial(
         sock.close()
         raise
     if waiter is not None:  # the transport owns the socket now
-        transport, protocol = await _handshake(waiter, protocol)
+        transport, protocol = await _tls_handshake(waiter, protocol)
     if sent < len(first_data):
         transport.write(first_data[sent:] if sent else first_data)
     return transport, protocol  # type: ignore[return-value]
 
 
-async def _handshake(waiter: asyncio.Future, layer: Any) -> tuple[Any, Any]:
+async def _tls_handshake(waiter: asyncio.Future, layer: Any) -> tuple[Any, Any]:
     """Wait for the TLS layer's handshake: (the layer, as the transport; the protocol over it).
 
     On failure or cancellation the connection is aborted and the exception raised.

@@ -357,7 +357,7 @@ class TLSLayer:
         """Half-close: a close_notify alert after what was written; reading goes on.
 
         TLS 1.3 makes close_notify a half-close (RFC 8446, 6.1), and OpenSSL keeps
-        decrypting what the client still sends. The TCP connection stays whole until
+        decrypting what the peer still sends. The TCP connection stays whole until
         close(): a TCP FIN as well would add nothing the alert has not said.
         """
         if self.state != OPEN or self.eof_sent:
