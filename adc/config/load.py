@@ -569,6 +569,14 @@ class _Loader:
         hs = s.sub("health")
         if hs is not None:
             health = self.health(hs, ssl_name is not None)
+            ss = server_ssl.get(ssl_name or "")
+            if ss is not None and ss.sni == "@host" and ss.verify and health.type != "tcp" and health.host is None:
+                # a check has no request whose Host could name the server
+                self.warnings.append(
+                    f"{s.file}: {s.key('health')}.host: unset, and server_ssl.{ssl_name} takes its name from the "
+                    f"request's Host: the {health.type} check verifies each real server's certificate against "
+                    "its address; set host to a name the certificates carry"
+                )
         persistence = None
         ps = s.sub("persistence")
         if ps is not None:

@@ -315,6 +315,31 @@ def test_unusable_tls_settings_are_errors_before_anything_listens(write_config):
     assert "appliance.toml: server_ssl.up.alpn: item 0 must be a protocol name (a string of 1-255 bytes), got 1" in errors
 
 
+def test_health_check_without_host_on_an_sni_from_host_pool_is_a_warning(write_config):
+    text = """
+    [appliance]
+    admin = "off"
+    [server_ssl.up]
+    sni = "@host"
+    [virtual_server.web]
+    listen = "127.0.0.1:8080"
+    profile = "http"
+    pool = "p"
+    [pool.p]
+    server_ssl = "up"
+    servers = [{ name = "a", address = "127.0.0.1:9001" }]
+    [pool.p.health]
+    type = "tls"
+    """
+    config = load(write_config(text))
+    assert config.warnings == (
+        f"{config.source}: pool.p.health.host: unset, and server_ssl.up takes its name from the request's Host: "
+        "the tls check verifies each real server's certificate against its address; set host to a name the "
+        "certificates carry",
+    )
+    assert load(write_config(text + 'host = "api.internal"\n', "named.toml")).warnings == ()
+
+
 def test_access_log_file_is_relative_to_its_file_and_must_be_writable(write_config, tmp_path):
     base = 'name = "t"\nadmin = "off"\n'
     rest = '[virtual_server.l4]\nlisten = "127.0.0.1:9000"\nprofile = "tcp"\npool = "p"\n[pool.p]\nservers = [{ name = "a", address = "127.0.0.1:9001" }]\n'
