@@ -161,8 +161,8 @@ class _Side:
             self.relay._early(self, None)
         else:
             self.relay._half_closed(self)
-        # stay open for the other direction; a TLS transport cannot (it closes itself)
-        return self.transport is None or self.transport.get_extra_info("sslcontext") is None
+        # stay open for the other direction (adc's TLS layer too: a close_notify is a half-close)
+        return True
 
     def pause_writing(self) -> None:
         # our outgoing buffer is full: stop reading from the side that fills it

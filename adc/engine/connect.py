@@ -51,8 +51,11 @@ def describe_error(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLEOFError):
+        return "TLS: connection closed during the handshake"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}".rstrip()
+        # `reason` is set on OpenSSL's own errors only
+        return f"TLS: {getattr(exc, 'reason', None) or exc}".rstrip()
     if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
         return "connection reset"
     if isinstance(exc, OSError):

@@ -689,11 +689,12 @@ class ClientProtocol:
             log.warning("virtual_server %s: %s: %s", self.vs.name, self.client, exc.reason)
             self._run(self.exchange.server_failed(exc.reason, 502 if exc.tls_failure else 503))
             return
-        except Exception as exc:  # a bug must cost this request, not hang the client
+        except Exception as err:  # a bug must cost this request, not hang the client
+            # (`err`, not `exc`: compiled, one name holds one type, and the clause above took `exc`)
             self.open_task = None
             log.exception("virtual_server %s: %s: connecting to pool %s failed", self.vs.name, self.client, pool.name)
             if not self.closed and self.exchange is not None and self.exchange.phase is Phase.CONNECT:
-                self._run(self.exchange.server_failed(f"internal error: {exc.__class__.__name__}", 502))
+                self._run(self.exchange.server_failed(f"internal error: {err.__class__.__name__}", 502))
             return
         self.open_task = None
         conn.rs = rs

@@ -313,6 +313,86 @@ async def test_server_ssl_resumes_sessions_and_a_silent_server_times_out(applian
     server.close()
 
 
+async def test_real_server_closing_during_the_tls_handshake_is_retried_elsewhere(appliance_factory, pki, caplog):
+    async def closes(reader, writer):  # accepts, then a bare FIN: no TLS alert
+        writer.close()
+
+    async def ok(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    bad = await asyncio.start_server(closes, "127.0.0.1", 0)
+    good = await asyncio.start_server(ok, "127.0.0.1", 0, ssl=server_context(pki.server))
+    port = free_port()
+    await appliance_factory(f"""
+        [virtual_server.vs]
+        listen = "127.0.0.1:{port}"
+        profile = "web"
+        pool = "p"
+        [profile.web]
+        type = "http"
+        timeout_connect = "2s"
+        connect_retries = 1
+        [pool.p]
+        server_ssl = "internal"
+        servers = [{{ name = "bad", address = "127.0.0.1:{bad.sockets[0].getsockname()[1]}" }},
+                   {{ name = "good", address = "127.0.0.1:{good.sockets[0].getsockname()[1]}" }}]
+        [server_ssl.internal]
+        ca = "{pki.ca}"
+        sni = "localhost"
+    """)
+    for _ in range(2):  # whichever server round-robin picks first, the answer comes from "good"
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(-1), 10)).startswith(b"HTTP/1.1 200 OK")
+        writer.close()
+    assert "server bad (127.0.0.1:" in caplog.text
+    assert "TLS: connection closed during the handshake" in caplog.text
+    bad.close()
+    good.close()
+
+
+async def test_layer4_real_server_half_closing_over_tls_still_hears_the_client(appliance_factory, pki):
+    from adc.config.model import CertificatePair, ClientSSL
+    from adc.tls.contexts import build_client_ssl
+    from adc.tls.termination import terminating
+
+    loop = asyncio.get_running_loop()
+    got = bytearray()
+    done = asyncio.Event()
+
+    class HalfCloser(asyncio.Protocol):
+        """Says goodbye, half-closes (close_notify), and still reads the client's last words."""
+
+        def connection_made(self, t):
+            self.t = t
+            t.write(b"bye")
+            t.write_eof()
+
+        def data_received(self, d):
+            got.extend(d)
+
+        def eof_received(self):
+            done.set()
+            self.t.close()
+            return True
+
+    ctx = build_client_ssl(ClientSSL(certificates=(CertificatePair(*pki.server),)))
+    s1 = await loop.create_server(terminating(HalfCloser, ctx, loop), "127.0.0.1", 0)
+    port, bport = free_port(), s1.sockets[0].getsockname()[1]
+    await appliance_factory(one_vs(port, bport, profile="tcp", server="tls1", server_ssl_ca=pki.ca))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await asyncio.wait_for(reader.read(-1), 10) == b"bye"  # then the end of the server's bytes
+    writer.write(b"after")
+    writer.write_eof()
+    await asyncio.wait_for(done.wait(), 10)
+    assert bytes(got) == b"after"
+    writer.close()
+    s1.close()
+
+
 async def test_tunnel_half_closed_by_the_real_server_is_a_close_notify(appliance_factory, pki):
     """The real server half-closes a tunnel: the https client gets close_notify and may still send."""
     got = bytearray()
