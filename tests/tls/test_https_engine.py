@@ -21,6 +21,9 @@ from websockets.asyncio.server import serve
 import adc
 from adc import compiled
 from adc.cli import main as adc_main
+from adc.config.model import CertificatePair, ClientSSL
+from adc.tls.contexts import build_client_ssl
+from adc.tls.termination import terminating
 from tests.conftest import free_port, no_adc_cycles
 
 
@@ -71,6 +74,13 @@ def server_context(pair) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(*map(str, pair))
     return ctx
+
+
+async def half_closing_tls_server(protocol_factory, pki):
+    """A TLS real server on adc's own TLS layer, whose protocols may half-close and stay open (TLS 1.3)."""
+    ctx = build_client_ssl(ClientSSL(certificates=(CertificatePair(*pki.server),)))
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(terminating(protocol_factory, ctx, loop), "127.0.0.1", 0)
 
 
 async def echo_ws_server(ssl_ctx=None):
@@ -220,10 +230,6 @@ async def test_layer4_pool_with_server_ssl(appliance_factory, pki):
 
 async def test_layer4_server_ssl_passes_the_half_close_on_and_keeps_the_answer(appliance_factory, pki):
     """The client half-closes: the real server hears close_notify and still answers through TLS."""
-    from adc.config.model import CertificatePair, ClientSSL
-    from adc.tls.contexts import build_client_ssl
-    from adc.tls.termination import terminating
-
     loop = asyncio.get_running_loop()
     heard: list[bytes] = []
 
@@ -244,8 +250,7 @@ async def test_layer4_server_ssl_passes_the_half_close_on_and_keeps_the_answer(a
             self.t.write(b"answer to " + b"".join(heard))
             self.t.close()
 
-    ctx = build_client_ssl(ClientSSL(certificates=(CertificatePair(*pki.server),)))
-    s1 = await loop.create_server(terminating(AnswersAtTheEnd, ctx, loop), "127.0.0.1", 0)
+    s1 = await half_closing_tls_server(AnswersAtTheEnd, pki)
     port, bport = free_port(), s1.sockets[0].getsockname()[1]
     await appliance_factory(one_vs(port, bport, profile="l4", server="tls1", server_ssl_ca=pki.ca, extra="""
         [profile.l4]
@@ -355,10 +360,6 @@ async def test_real_server_closing_during_the_tls_handshake_is_retried_elsewhere
 
 
 async def test_layer4_real_server_half_closing_over_tls_still_hears_the_client(appliance_factory, pki):
-    from adc.config.model import CertificatePair, ClientSSL
-    from adc.tls.contexts import build_client_ssl
-    from adc.tls.termination import terminating
-
     loop = asyncio.get_running_loop()
     got = bytearray()
     done = asyncio.Event()
@@ -379,8 +380,7 @@ async def test_layer4_real_server_half_closing_over_tls_still_hears_the_client(a
             self.t.close()
             return True
 
-    ctx = build_client_ssl(ClientSSL(certificates=(CertificatePair(*pki.server),)))
-    s1 = await loop.create_server(terminating(HalfCloser, ctx, loop), "127.0.0.1", 0)
+    s1 = await half_closing_tls_server(HalfCloser, pki)
     port, bport = free_port(), s1.sockets[0].getsockname()[1]
     await appliance_factory(one_vs(port, bport, profile="tcp", server="tls1", server_ssl_ca=pki.ca))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
