@@ -434,20 +434,38 @@ class ClientProtocol:
         self.deferred = False  # in the outbox: the output waits for the end of the iteration
 
     # -- asyncio callbacks -------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def tls_accepted(self, layer: Any) -> bool:
+        """An `https` connection is accepted, its handshake still to come (adc.tls.termination):
+        it is counted now (`max_connections`, draining), or refused before any handshake work."""
+        self.transport = layer  # closing it (engine stop, admin) ends the handshake
+        return self._admit()
+
+    def tls_ended(self) -> None:
+        """The connection ended before its TLS handshake completed: give its slot back."""
+        self.closed = True
+        self.transport = None
+        self._cleanup()
+
+    def _admit(self) -> bool:
         vs = self.vs
         counters = vs.counters
-        self.transport = transport  # type: ignore[assignment]
         if vs.stopping or (vs.config.max_connections and counters.conn_current >= vs.config.max_connections):
             counters.rejected += 1
             counters.error("refused")
             self.closed = True
-            transport.abort()  # type: ignore[attr-defined]
-            return
+            return False
         self.counted = True
         counters.conn_current += 1
         counters.conn_total += 1
         vs.connections.add(self)
+        return True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        vs = self.vs
+        self.transport = transport  # type: ignore[assignment]
+        if not self.counted and not self._admit():  # (an https connection was admitted at accept)
+            transport.abort()  # type: ignore[attr-defined]
+            return
         self.client_ip, self.client = peer_text(transport)
         scheme = "https" if self.profile.type is ProfileType.HTTPS else "http"
         cached = vs.router_cache  # vs.router() without a call into interpreted code, once it is built

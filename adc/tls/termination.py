@@ -22,6 +22,12 @@ Behaviour, like a TCP transport wherever TLS allows:
 - Handshake: bounded by `timeout_tls_handshake` (0 = unbounded); the protocol's
   `connection_made` comes once it has succeeded. A client that connects and leaves
   without sending a byte (a port check) is not a failure and is not reported.
+- Admission: a protocol with `tls_accepted(layer) -> bool` hears of the connection when
+  TCP accepts it, before any handshake work: False refuses it (the TCP connection is
+  aborted, no handshake is spent on it). A connection it admitted that ends before its
+  handshake completes is reported by `tls_ended()`, `connection_made` never having come.
+  The Layer-7 engine counts its connections (`max_connections`) this way, as HAProxy
+  counts at accept: connections in their handshake hold a slot.
 - Writes are encrypted at once and handed to the TCP transport, whose buffer is the only
   one: the write-buffer size and limits, and `pause_writing`/`resume_writing`, are its own.
   Under TLS 1.3 the session tickets OpenSSL writes at the end of the handshake go out
@@ -97,6 +103,7 @@ class TLSLayer:
         self.read_scheduled = False
         self.hold = False  # output waits for the first write (see _handshake)
         self.connected = False  # the protocol's connection_made has been called
+        self.admitted = False  # the protocol's tls_accepted said yes: it hears how the connection ends
         self.error: Exception | None = None  # why the connection was aborted
         # what the SNI choice refused, for the failure report (see adc.tls.contexts)
         self.refused_sni: str | None = None
@@ -106,6 +113,13 @@ class TLSLayer:
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         if self.server_side:
+            accepted = getattr(self.protocol, "tls_accepted", None)
+            if accepted is not None:
+                if not accepted(self):
+                    self.state = CLOSED
+                    transport.abort()
+                    return
+                self.admitted = True
             self.sslobj = self.context._wrap_bio(  # type: ignore[attr-defined]
                 self.incoming, self.outgoing, True, None, owner=None, session=None
             )
@@ -155,6 +169,11 @@ class TLSLayer:
         self.state = CLOSED
         if state == HANDSHAKE:
             self._report(exc if exc is not None else ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF"))
+        if self.admitted and not self.connected:  # its handshake never completed
+            self.admitted = False
+            protocol = self.protocol
+            self.protocol = None
+            protocol.tls_ended()
             return
         if self.connected:
             self.connected = False

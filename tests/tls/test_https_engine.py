@@ -584,6 +584,70 @@ async def test_old_tls_and_missing_client_certificate_are_refused(appliance_fact
     server.close()
 
 
+async def _until(condition, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+async def test_max_connections_counts_connections_still_in_their_tls_handshake(appliance_factory, pki):
+    """Like HAProxy, a slot is taken at accept: a handshake in progress holds it, and a refused
+    connection costs no handshake; every way a handshake can end gives the slot back."""
+    server, bport = await header_echo_server()
+    port = free_port()
+    profile = https_profile(pki).replace('type = "https"', 'type = "https"\n    timeout_tls_handshake = "1s"')
+    app = await appliance_factory(f"""
+        [virtual_server.vs]
+        listen = "127.0.0.1:{port}"
+        profile = "tls"
+        pool = "p"
+        max_connections = 1
+        [pool.p]
+        servers = [{{ name = "a", address = "127.0.0.1:{bport}" }}]
+        {profile}
+    """)
+    counters = app.stats.vs("vs")
+    # a client that connects and says nothing holds the only slot
+    silent_r, silent_w = await asyncio.open_connection("127.0.0.1", port)
+    await _until(lambda: counters.conn_current == 1)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await https_get(port, client_ctx(pki))
+    assert counters.rejected == 1 and counters.conn_current == 1
+    # its handshake times out: the slot is free again
+    assert await asyncio.wait_for(silent_r.read(), 5) == b""
+    silent_w.close()
+    await _until(lambda: counters.conn_current == 0)
+    assert (await https_get(port, client_ctx(pki))).startswith(b"HTTP/1.1 200 ")
+    # a failed handshake (a TLS 1.1 client) and a client leaving mid-handshake give it back too
+    old = client_ctx(pki, max_version=ssl.TLSVersion.TLSv1_1)
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await https_get(port, old)
+    _, leaving = await asyncio.open_connection("127.0.0.1", port)
+    leaving.write(b"\x16\x03\x01")  # the start of a ClientHello, then gone
+    await leaving.drain()
+    leaving.close()
+    await _until(lambda: counters.conn_current == 0 and not app.engine.virtual_servers["vs"].connections)
+    assert (await https_get(port, client_ctx(pki))).startswith(b"HTTP/1.1 200 ")
+    assert counters.rejected == 1
+    server.close()
+
+
+async def test_stopping_closes_connections_in_their_tls_handshake(appliance_factory, pki):
+    server, bport = await header_echo_server()
+    port = free_port()
+    app = await appliance_factory(one_vs(port, bport, extra=https_profile(pki)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await _until(lambda: app.stats.vs("vs").conn_current == 1)
+    await asyncio.wait_for(app.stop(grace=0), 5)
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert app.stats.vs("vs").conn_current == 0
+    writer.close()
+    server.close()
+
+
 def test_adc_check_reports_mismatched_key_and_expired_certificate(tmp_path, pki, capsys):
     cfg = tmp_path / "appliance.toml"
     cfg.write_text(textwrap.dedent(f"""
