@@ -22,7 +22,6 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import Any
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
@@ -31,7 +30,7 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from adc.config.model import HealthCheck
-from adc.engine.connect import describe_error
+from adc.engine.connect import describe_error, dial
 from adc.pools.pool import CheckResult, PoolRuntime, RealServerRuntime
 
 log = logging.getLogger("adc.health")
@@ -100,17 +99,13 @@ async def _open(
     check: HealthCheck, pool: PoolRuntime, rs: RealServerRuntime, tls: bool, limit: int
 ) -> tuple[asyncio.Transport, _Conversation]:
     loop = asyncio.get_running_loop()
-    kwargs: dict[str, Any] = {}
-    if tls and pool.ssl is not None:
-        kwargs = {  # as the engine dials (adc.engine.connect); `host` plays the request's Host
-            "ssl": pool.ssl.for_server(rs.address),
-            "server_hostname": pool.ssl.server_hostname(check.host, rs.address.host),
-            "ssl_handshake_timeout": check.timeout,
-        }
-    transport, protocol = await loop.create_connection(
-        lambda: _Conversation(limit), rs.address.host, rs.address.port, **kwargs
+    # as the engine dials (adc.engine.connect), on adc's TLS layer: the check's `host` plays the
+    # request's Host, and TLS sessions are shared with the traffic to the same real server
+    dial_tls = pool.ssl.for_dial(rs.address, check.host, rs.address.host) if tls and pool.ssl is not None else None
+    transport, protocol = await dial(
+        loop, lambda: _Conversation(limit), rs.address.host, rs.address.port, tls=dial_tls, tls_timeout=check.timeout
     )
-    return transport, protocol  # type: ignore[return-value]
+    return transport, protocol
 
 
 async def _http(check: HealthCheck, transport: asyncio.Transport, conv: _Conversation, rs: RealServerRuntime) -> tuple[bool, str]:

@@ -3,8 +3,8 @@
 `build_client_ssl(ClientSSL)` makes the context a listener terminates client TLS with
 (`adc.tls.termination`: `terminating(factory, ctx, loop, handshake_timeout)` is the
 listener's protocol factory); `build_server_ssl(ServerSSL)`
-makes what a pool dials its real servers with (`loop.create_connection(ssl=...,
-server_hostname=..., ssl_handshake_timeout=...)`). `handshake_failure_reason(exc)` turns
+makes what a pool dials its real servers with (`ServerTLS.for_dial()`, the `tls` argument of
+`adc.engine.connect.dial`). `handshake_failure_reason(exc)` turns
 a failed handshake into the short reason a log line carries.
 
 Defaults (DESIGN.md "TLS defaults"): TLS 1.2 and 1.3 only; on TLS 1.2 only forward-secret
@@ -252,91 +252,11 @@ class _Resumption:
             self.sessions.popitem(last=False)
 
 
-class ServerSSLObject(ssl.SSLObject):
-    """One connection to a real server; hands its session to the context's cache once it is resumable.
-
-    TLS 1.2 sessions are ready after the handshake; TLS 1.3 tickets come after it, with the
-    first records read. Until then each read also looks at the session; after that only a
-    `None` check remains.
-    """
-
-    _resume: tuple[_Resumption, Hashable] | None = None
-
-    def do_handshake(self) -> None:
-        super().do_handshake()
-        if self._resume is not None:
-            self._capture_session()
-
-    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 (the stdlib's names)
-        try:
-            return super().read(len, buffer)
-        finally:
-            if self._resume is not None:
-                self._capture_session()
-
-    def _capture_session(self) -> None:
-        try:
-            s = self.session
-        except (ValueError, AttributeError):
-            return
-        if s is not None and (s.has_ticket or s.id) and self._resume is not None:
-            store, key = self._resume
-            store.put(key, s)
-            self._resume = None
-
-
 class ServerSSLContext(ssl.SSLContext):
-    """Client-side context towards real servers; resumes the last session per server name.
+    """Client-side context towards real servers, with the last resumable session per
+    (real server, name): adc's TLS layer resumes from it and fills it (see `ServerTLS.for_dial`)."""
 
-    Used directly as `ssl=`, sessions are keyed by `server_hostname` only; `ServerTLS.for_server()`
-    keys them by real server as well.
-    """
-
-    sslobject_class = ServerSSLObject
     resumption: _Resumption
-
-    def wrap_bio(  # type: ignore[override]
-        self,
-        incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-        server_side: bool = False,
-        server_hostname: str | None = None,
-        session: ssl.SSLSession | None = None,
-        *,
-        resumption_key: Hashable = None,
-    ) -> ssl.SSLObject:
-        key = (resumption_key, server_hostname)
-        if session is None:
-            session = self.resumption.get(key)
-        obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
-        obj._resume = (self.resumption, key)  # type: ignore[attr-defined]
-        return obj
-
-
-class _ServerView:
-    """What `ServerTLS.for_server()` hands to `create_connection(ssl=...)`: the pool's context,
-    with TLS sessions kept per real server. uvloop and asyncio only call `wrap_bio` on it."""
-
-    __slots__ = ("context", "key")
-
-    def __init__(self, context: ServerSSLContext, key: Hashable) -> None:
-        self.context = context
-        self.key = key
-
-    def wrap_bio(
-        self,
-        incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-        server_side: bool = False,
-        server_hostname: str | None = None,
-        session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLObject:
-        return self.context.wrap_bio(
-            incoming, outgoing, server_side, server_hostname, session, resumption_key=self.key
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.context, name)
 
 
 _HOSTNAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9_])?")
@@ -371,24 +291,16 @@ def _host_name(host: str | None) -> str | None:
 class ServerTLS:
     """TLS towards the real servers of one pool (one `[server_ssl.NAME]`).
 
-    Traffic dials with adc's TLS layer (`for_dial`, see adc.engine.connect); anything on the
-    event loop's own TLS (health checks) dials with::
-
-        name = tls.server_hostname(request_host, server.address.host)
-        await loop.create_connection(factory, host, port, ssl=tls.for_server(server.address),
-                                     server_hostname=name, ssl_handshake_timeout=...)
-
-    `server_hostname()` returns "" when no SNI is to be sent (uvloop and asyncio then send
-    none and check no name; without "" they would fall back to the address).
+    Traffic and health checks dial with adc's TLS layer (`for_dial`, see `adc.engine.connect.dial`),
+    so both resume the same sessions.
     """
 
-    __slots__ = ("cfg", "context", "files", "_views")
+    __slots__ = ("cfg", "context", "files")
 
     def __init__(self, cfg: ServerSSL, context: ServerSSLContext, files: tuple[bytes, ...] = ()) -> None:
         self.cfg = cfg
         self.context = context
         self.files = files  # what the ca, cert and key files held when the context was made
-        self._views: dict[Hashable, _ServerView] = {}
 
     def server_hostname(self, request_host: str | None = None, server_host: str | None = None) -> str:
         """The name to send as SNI and check the certificate against ("" = none).
@@ -409,7 +321,7 @@ class ServerTLS:
         """What adc's TLS layer needs for one connection to a real server (`adc.tls.termination.dialling`):
         (context, server name to send and check or None, session to resume, where to keep the next one).
 
-        Sessions are kept per real server (`key`) and name, like `for_server()`'s.
+        Sessions are kept per real server (`key`) and name.
         Raises UnicodeError for a name IDNA cannot encode.
         """
         name = self.server_hostname(request_host, server_host)
@@ -417,15 +329,6 @@ class ServerTLS:
         store = self.context.resumption
         rkey = (key, encoded)
         return self.context, encoded, store.get(rkey), (store, rkey)
-
-    def for_server(self, key: Hashable) -> Any:
-        """The `ssl=` argument for connections to one real server (TLS sessions resumed per server)."""
-        view = self._views.get(key)
-        if view is None:
-            if len(self._views) >= MAX_RESUMPTION_KEYS:
-                self._views.clear()
-            view = self._views[key] = _ServerView(self.context, key)
-        return view
 
 
 def build_server_ssl(cfg: ServerSSL) -> ServerTLS:

@@ -11,6 +11,7 @@ import websockets
 from health_helpers import pool_for, server_context, server_tls
 
 from adc.config.model import Address, HealthCheck
+from adc.engine.connect import dial
 from adc.health.checks import run_check
 
 
@@ -91,6 +92,35 @@ async def test_http_check_goes_over_tls_when_the_pool_has_server_ssl(spots, pki)
     result = await probe(HealthCheck(type="http", expect=(204,)), spot.address, server_tls(pki.ca))
     assert result.ok and result.reason == "HTTP 204"
     assert spot.requests and spot.requests[0].startswith(b"GET / HTTP/1.1")
+
+
+async def test_checks_and_traffic_share_tls_sessions(spots, pki):
+    """A check dials as the engine does: the session it leaves is resumed by traffic to the same real server."""
+    spot = await spots(server_context(pki.server))
+    check = HealthCheck(type="http")
+    pool = pool_for([spot.address], check)
+    pool.ssl = server_tls(pki.ca)
+    rs = pool.servers["s0"]
+    assert (await run_check(check, pool, rs)).ok
+
+    answered = asyncio.get_running_loop().create_future()
+
+    class Request(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+
+        def data_received(self, data):
+            answered.done() or answered.set_result(data)
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await asyncio.wait_for(dial(
+        loop, Request, "127.0.0.1", spot.port, tls=pool.ssl.for_dial(rs.address, None, "127.0.0.1"), tls_timeout=5,
+    ), 5)
+    try:
+        assert (await asyncio.wait_for(answered, 5)).startswith(b"HTTP/1.1 200 ")
+        assert transport.get_extra_info("ssl_object").session_reused
+    finally:
+        transport.close()
 
 
 async def test_websocket_check_against_a_real_websocket_server():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from adc.engine.connect import dial
 from adc.tls import certs
 from adc.tls.termination import terminating
 
@@ -150,6 +151,22 @@ async def _roundtrip(port: int, ctx, server_hostname: str | None = "localhost", 
         transport.close()
 
 
+async def _dial_roundtrip(port: int, tls, key="s", request_host: str | None = None, payload: bytes = b"ping") -> Result:
+    """Dial a real server as the appliance does (adc's TLS layer, `tls` a `ServerTLS`, sessions
+    kept under `key`), send a payload, wait for the echo, close. Raises what failed."""
+    loop = asyncio.get_running_loop()
+    transport, proto = await asyncio.wait_for(
+        dial(loop, lambda: Client(payload), "127.0.0.1", port, tls=tls.for_dial(key, request_host, "127.0.0.1"),
+             tls_timeout=HANDSHAKE_TIMEOUT),
+        IO_TIMEOUT,
+    )
+    try:
+        echo = await asyncio.wait_for(proto.done, IO_TIMEOUT)
+        return Result(transport.get_extra_info("ssl_object"), echo)
+    finally:
+        transport.close()
+
+
 @dataclass
 class TLSServer:
     port: int
@@ -191,6 +208,12 @@ def _trusting_client(ca: Path, alpn: list[str] | None = None) -> ssl.SSLContext:
 def roundtrip() -> Callable[..., Awaitable[Result]]:
     """`await roundtrip(port, ctx, server_hostname="localhost", payload=b"ping") -> Result`."""
     return _roundtrip
+
+
+@pytest.fixture
+def dial_roundtrip() -> Callable[..., Awaitable[Result]]:
+    """`await dial_roundtrip(port, server_tls, key="s", request_host=None, payload=b"ping") -> Result`."""
+    return _dial_roundtrip
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from adc.tls.contexts import (
     build_server_ssl,
     handshake_failure_reason,
 )
+from adc.tls.termination import terminating
+from tests.tls.conftest import _dial_roundtrip
 
 
 def client_ssl(pki, *pairs, **kw) -> ClientSSL:
@@ -223,10 +225,10 @@ def test_mtls_needs_client_ca(pki):
 # --------------------------------------------------------------------------- server SSL (towards real servers)
 
 
-async def test_server_ssl_verifies_against_ca(pki, tls_server, roundtrip):
+async def test_server_ssl_verifies_against_ca(pki, tls_server, dial_roundtrip):
     srv = await tls_server(build_client_ssl(client_ssl(pki)))
     tls = build_server_ssl(ServerSSL(name="internal", ca=pki.ca, sni="localhost"))
-    r = await roundtrip(srv.port, tls.for_server(("127.0.0.1", srv.port)), tls.server_hostname())
+    r = await dial_roundtrip(srv.port, tls, ("127.0.0.1", srv.port))
     assert r.echo == b"ping"
     assert r.ssl_object.getpeercert()["subjectAltName"][0] == ("DNS", "localhost")
 
@@ -240,32 +242,32 @@ async def test_server_ssl_verifies_against_ca(pki, tls_server, roundtrip):
         ("expired", "localhost", "certificate verify failed: certificate has expired"),
     ],
 )
-async def test_server_ssl_refuses_untrusted_certificate(pki, tls_server, roundtrip, which, sni, reason):
+async def test_server_ssl_refuses_untrusted_certificate(pki, tls_server, dial_roundtrip, which, sni, reason):
     srv = await tls_server(build_client_ssl(client_ssl(pki, getattr(pki, which))))
     tls = build_server_ssl(ServerSSL(name="internal", ca=pki.ca, sni=sni))
     with pytest.raises(ssl.SSLCertVerificationError) as e:
-        await roundtrip(srv.port, tls.for_server("s1"), tls.server_hostname())
+        await dial_roundtrip(srv.port, tls, "s1")
     assert handshake_failure_reason(e.value) == reason
 
 
-async def test_server_ssl_without_sni_checks_chain_only(pki, tls_server, roundtrip):
+async def test_server_ssl_without_sni_checks_chain_only(pki, tls_server, dial_roundtrip):
     srv = await tls_server(build_client_ssl(client_ssl(pki, pki.other)))  # names api.other.test, *.example.test
     tls = build_server_ssl(ServerSSL(name="internal", ca=pki.ca))
     assert tls.server_hostname("ignored.test") == ""
-    r = await roundtrip(srv.port, tls.for_server("s1"), tls.server_hostname())
+    r = await dial_roundtrip(srv.port, tls, "s1", "ignored.test")
     assert r.echo == b"ping"
     rogue = await tls_server(build_client_ssl(client_ssl(pki, pki.rogue_server)))
     with pytest.raises(ssl.SSLCertVerificationError):
-        await roundtrip(rogue.port, tls.for_server("s2"), tls.server_hostname())
+        await dial_roundtrip(rogue.port, tls, "s2")
 
 
-async def test_server_ssl_verify_off(pki, tls_server, roundtrip):
+async def test_server_ssl_verify_off(pki, tls_server, dial_roundtrip):
     srv = await tls_server(build_client_ssl(client_ssl(pki, pki.self_signed)))
     tls = build_server_ssl(ServerSSL(name="lax", verify=False, sni="whatever.test"))
-    assert (await roundtrip(srv.port, tls.for_server("s"), tls.server_hostname())).echo == b"ping"
+    assert (await dial_roundtrip(srv.port, tls, "s")).echo == b"ping"
 
 
-async def test_server_ssl_sends_sni_and_client_certificate(pki, tls_server, roundtrip):
+async def test_server_ssl_sends_sni_and_client_certificate(pki, tls_server, dial_roundtrip):
     # the real server wants a client certificate and serves two names
     srv = await tls_server(
         build_client_ssl(client_ssl(pki, pki.server, pki.other, verify_client="required", client_ca=pki.ca))
@@ -275,7 +277,7 @@ async def test_server_ssl_sends_sni_and_client_certificate(pki, tls_server, roun
     )
     name = tls.server_hostname("API.other.test:8443", "127.0.0.1")
     assert name == "api.other.test"
-    r = await roundtrip(srv.port, tls.for_server("s"), name)
+    r = await dial_roundtrip(srv.port, tls, "s", "API.other.test:8443")
     assert "api.other.test" in r.peer_names
     assert srv.accepted[-1].getpeercert()["subject"] == ((("commonName", "client.test"),),)
 
@@ -296,75 +298,55 @@ def test_server_hostname_choices(pki):
 
 
 @pytest.mark.parametrize("max_version", ["TLSv1.3", "TLSv1.2"])
-async def test_server_ssl_resumes_sessions_per_real_server(pki, tls_server, roundtrip, max_version):
+async def test_server_ssl_resumes_sessions_per_real_server(pki, tls_server, dial_roundtrip, max_version):
     srv = await tls_server(build_client_ssl(client_ssl(pki, max_version=max_version)))
     other = await tls_server(build_client_ssl(client_ssl(pki, max_version=max_version)))
     tls = build_server_ssl(ServerSSL(name="internal", ca=pki.ca, sni="localhost"))
-    first = await roundtrip(srv.port, tls.for_server(("127.0.0.1", srv.port)), "localhost")
+    first = await dial_roundtrip(srv.port, tls, ("127.0.0.1", srv.port))
     assert not first.ssl_object.session_reused
     # a different real server has no session yet, and does not spoil the first one's
-    elsewhere = await roundtrip(other.port, tls.for_server(("127.0.0.1", other.port)), "localhost")
+    elsewhere = await dial_roundtrip(other.port, tls, ("127.0.0.1", other.port))
     assert not elsewhere.ssl_object.session_reused
     for _ in range(3):
-        again = await roundtrip(srv.port, tls.for_server(("127.0.0.1", srv.port)), "localhost")
+        again = await dial_roundtrip(srv.port, tls, ("127.0.0.1", srv.port))
         assert again.ssl_object.session_reused
         assert again.ssl_object.version() == max_version
 
 
-async def test_server_ssl_context_resumes_by_name(pki, tls_server, roundtrip):
-    srv = await tls_server(build_client_ssl(client_ssl(pki)))
-    tls = build_server_ssl(ServerSSL(name="internal", ca=pki.ca, sni="localhost"))
-    await roundtrip(srv.port, tls.context, "localhost")
-    assert (await roundtrip(srv.port, tls.context, "localhost")).ssl_object.session_reused
-
-
-async def test_sni_listener_resumes_sessions_for_every_certificate(pki, tls_server, roundtrip):
+async def test_sni_listener_resumes_sessions_for_every_certificate(pki, tls_server, dial_roundtrip):
     srv = await tls_server(build_client_ssl(client_ssl(pki, pki.server, pki.other)))
     tls = build_server_ssl(ServerSSL(name="internal", ca=pki.ca, sni="api.other.test"))
-    await roundtrip(srv.port, tls.for_server("s"), "api.other.test")
-    r = await roundtrip(srv.port, tls.for_server("s"), "api.other.test")
+    await dial_roundtrip(srv.port, tls, "s")
+    r = await dial_roundtrip(srv.port, tls, "s")
     assert r.ssl_object.session_reused and "api.other.test" in r.peer_names
 
 
-def test_server_ssl_view_works_on_the_stock_asyncio_loop(pki):
-    """`for_server()` must also work where the asyncio loop runs (e.g. health checks in tests)."""
+def test_server_ssl_dials_on_the_stock_asyncio_loop(pki):
+    """Dialling with a server SSL profile must also work where the asyncio loop runs."""
 
     async def run():
-        loop = asyncio.get_running_loop()
-        assert type(loop) is asyncio.SelectorEventLoop
-
-        class Echo(asyncio.Protocol):
-            def connection_made(self, t):
-                self.t = t
-
-            def data_received(self, d):
-                self.t.write(d)
-
-        server = await loop.create_server(Echo, "127.0.0.1", 0, ssl=build_client_ssl(client_ssl(pki)))
+        assert type(asyncio.get_running_loop()) is asyncio.SelectorEventLoop
+        # the appliance's TLS layer serves, the stock loop's TLS does not come into it
+        server = await asyncio.get_running_loop().create_server(
+            terminating(lambda: _Echo(), build_client_ssl(client_ssl(pki)), asyncio.get_running_loop()),
+            "127.0.0.1", 0,
+        )
         port = server.sockets[0].getsockname()[1]
         tls = build_server_ssl(ServerSSL(name="internal", ca=pki.ca, sni="localhost"))
-        reused = []
-        for _ in range(2):
-            done = loop.create_future()
-
-            class C(asyncio.Protocol):
-                def connection_made(self, t):
-                    t.write(b"x")
-
-                def data_received(self, d):
-                    done.done() or done.set_result(d)
-
-            t, _p = await asyncio.wait_for(
-                loop.create_connection(C, "127.0.0.1", port, ssl=tls.for_server("s"), server_hostname="localhost"), 5
-            )
-            await asyncio.wait_for(done, 5)
-            reused.append(t.get_extra_info("ssl_object").session_reused)
-            t.close()
+        reused = [(await _dial_roundtrip(port, tls)).ssl_object.session_reused for _ in range(2)]
         server.close()
         return reused
 
     with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
         assert runner.run(run()) == [False, True]
+
+
+class _Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
 
 
 # --------------------------------------------------------------------------- reasons
@@ -390,7 +372,7 @@ async def test_plain_http_on_tls_port_reason(pki, tls_server):
     assert failures == ["plain HTTP request on a TLS port"]
 
 
-async def test_plain_tcp_to_a_tls_real_server_reason(pki, roundtrip):
+async def test_plain_tcp_to_a_tls_real_server_reason(pki, dial_roundtrip):
     """Dialling TLS at a plain TCP server that answers with HTTP: "wrong version number"."""
 
     async def answer(reader, writer):
@@ -403,7 +385,7 @@ async def test_plain_tcp_to_a_tls_real_server_reason(pki, roundtrip):
     try:
         tls = build_server_ssl(ServerSSL(name="internal", ca=pki.ca, sni="localhost"))
         with pytest.raises(ssl.SSLError) as e:
-            await roundtrip(server.sockets[0].getsockname()[1], tls.for_server("s"), "localhost")
+            await dial_roundtrip(server.sockets[0].getsockname()[1], tls)
         assert handshake_failure_reason(e.value) == "wrong version number"
     finally:
         server.close()
