@@ -130,6 +130,15 @@ class Result:
         return certs.cert_names(x509.load_der_x509_certificate(der))
 
 
+async def _echo(transport, proto: "Client") -> Result:
+    """Wait for the echo on a connection just made, then close it."""
+    try:
+        echo = await asyncio.wait_for(proto.done, IO_TIMEOUT)
+        return Result(transport.get_extra_info("ssl_object"), echo)
+    finally:
+        transport.close()
+
+
 async def _roundtrip(port: int, ctx, server_hostname: str | None = "localhost", payload: bytes = b"ping") -> Result:
     """Connect with TLS, send a payload, wait for the echo, close. Raises what failed."""
     loop = asyncio.get_running_loop()
@@ -144,11 +153,7 @@ async def _roundtrip(port: int, ctx, server_hostname: str | None = "localhost", 
         ),
         IO_TIMEOUT,
     )
-    try:
-        echo = await asyncio.wait_for(proto.done, IO_TIMEOUT)
-        return Result(transport.get_extra_info("ssl_object"), echo)
-    finally:
-        transport.close()
+    return await _echo(transport, proto)
 
 
 async def _dial_roundtrip(port: int, tls, key="s", request_host: str | None = None, payload: bytes = b"ping") -> Result:
@@ -160,11 +165,7 @@ async def _dial_roundtrip(port: int, tls, key="s", request_host: str | None = No
              tls_timeout=HANDSHAKE_TIMEOUT),
         IO_TIMEOUT,
     )
-    try:
-        echo = await asyncio.wait_for(proto.done, IO_TIMEOUT)
-        return Result(transport.get_extra_info("ssl_object"), echo)
-    finally:
-        transport.close()
+    return await _echo(transport, proto)
 
 
 @dataclass
