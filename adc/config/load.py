@@ -59,6 +59,25 @@ _SIZE_UNITS = {
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_DNS_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?")
+
+
+def _sni_problem(sni: str) -> str | None:
+    """Why `sni` cannot be sent and checked as a real server's name, or None."""
+    if sni == "@host":
+        return None
+    try:
+        ipaddress.ip_address(sni)
+        return None  # checked against the certificate's IP addresses (not sent: SNI carries names only)
+    except ValueError:
+        pass
+    try:
+        name = sni.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        name = ""
+    if not _DNS_NAME.fullmatch(name) or not all(0 < len(label) <= 63 for label in name.split(".")):
+        return f"{sni!r} is not a host name, an IP address or \"@host\""
+    return None
 
 
 def parse_duration(value: Any) -> float:
@@ -536,6 +555,10 @@ class _Loader:
         if (cert is None) != (key is None):
             s.error("key" if key is None else "cert", "cert and key go together")
         sni = s.get("sni", str, None)
+        if sni:
+            problem = _sni_problem(sni)
+            if problem is not None:
+                s.error("sni", problem)
         cfg = ServerSSL(
             name=name,
             verify=s.get("verify", bool, True),

@@ -298,6 +298,7 @@ def test_unusable_tls_settings_are_errors_before_anything_listens(write_config):
     [server_ssl.up]
     ciphers = "ALSO-NOT-ONE"
     alpn = [1]
+    sni = "bad name..with spaces"
 
     [virtual_server.web]
     listen = "127.0.0.1:8443"
@@ -313,6 +314,7 @@ def test_unusable_tls_settings_are_errors_before_anything_listens(write_config):
     assert "appliance.toml: profile.tls.client_ssl.ciphers: OpenSSL knows no cipher in 'NOT-A-CIPHER'" in errors
     assert "appliance.toml: server_ssl.up.ciphers: OpenSSL knows no cipher in 'ALSO-NOT-ONE'" in errors
     assert "appliance.toml: server_ssl.up.alpn: item 0 must be a protocol name (a string of 1-255 bytes), got 1" in errors
+    assert "appliance.toml: server_ssl.up.sni: 'bad name..with spaces' is not a host name, an IP address or \"@host\"" in errors
 
 
 def test_health_check_without_host_on_an_sni_from_host_pool_is_a_warning(write_config):
