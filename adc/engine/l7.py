@@ -72,6 +72,10 @@ _WAITING_SERVER = frozenset(
 class IdleConnections:
     """Idle keep-alive connections of one engine, per real server, newest last.
 
+    The key is the real server, or (real server, name) where server SSL sends the request's
+    Host (`sni = "@host"`): such a connection's TLS session was made and verified for one
+    name, and serves only requests for that name (see `_idle_key`).
+
     Expiry is lazy: each connection carries the time it may stay idle until, and one
     periodic sweep closes the expired ones, so a request costs no timer of its own.
     """
@@ -83,8 +87,8 @@ class IdleConnections:
         self.sweeper: asyncio.TimerHandle | None = None
         self.interval = 1.0
 
-    def take(self, rs: "RealServerRuntime") -> "ServerProtocol | None":
-        conns = self.by_server.get(rs)
+    def take(self, key: Any) -> "ServerProtocol | None":
+        conns = self.by_server.get(key)
         while conns:
             conn = conns.pop()  # the most recently used one is the most likely alive
             conn.idle = None
@@ -93,9 +97,9 @@ class IdleConnections:
         return None
 
     def put(self, conn: "ServerProtocol", limit: int, timeout: float) -> bool:
-        conns = self.by_server.get(conn.rs)
+        conns = self.by_server.get(conn.key)
         if conns is None:
-            conns = self.by_server[conn.rs] = collections.deque()
+            conns = self.by_server[conn.key] = collections.deque()
         if len(conns) >= limit:
             return False
         conn.idle = self
@@ -118,7 +122,7 @@ class IdleConnections:
         self.sweeper = None
         now = time.monotonic()
         waiting = False
-        for rs, conns in list(self.by_server.items()):
+        for key, conns in list(self.by_server.items()):
             for conn in [c for c in conns if c.idle_until <= now]:
                 conns.remove(conn)
                 conn.idle = None
@@ -127,26 +131,24 @@ class IdleConnections:
             if conns:
                 waiting = waiting or any(c.idle_until != float("inf") for c in conns)
             else:
-                del self.by_server[rs]
+                del self.by_server[key]
         if waiting:
             self.sweeper = asyncio.get_running_loop().call_later(self.interval, self._sweep)
         else:
             self.interval = 1.0
 
     def remove(self, conn: "ServerProtocol") -> None:
-        conns = self.by_server.get(conn.rs)
+        conns = self.by_server.get(conn.key)
         if conns is not None:
             try:
                 conns.remove(conn)
             except ValueError:
                 pass
             if not conns:
-                del self.by_server[conn.rs]
+                del self.by_server[conn.key]
 
     def count(self, rs: "RealServerRuntime | None" = None) -> int:
-        if rs is not None:
-            return len(self.by_server.get(rs, ()))
-        return sum(len(c) for c in self.by_server.values())
+        return sum(len(c) if rs is None else sum(1 for conn in c if conn.rs is rs) for c in self.by_server.values())
 
     def close_all(self) -> None:
         if self.sweeper is not None:
@@ -221,6 +223,14 @@ def _persistence_cookie(pool: "PoolRuntime", rs: Any, ctx: PickContext) -> bytes
     return None if value is None else value.encode("latin-1")
 
 
+def _idle_key(pool: "PoolRuntime", rs: Any, host: str | None) -> Any:
+    """Which idle connections to `rs` may serve a request for `host` (see `IdleConnections`)."""
+    tls = pool.ssl
+    if tls is None or tls.cfg.sni != "@host":
+        return rs
+    return rs, tls.server_hostname(host, rs.address.host)
+
+
 def idle_connections(engine: "Engine") -> IdleConnections:
     idle: IdleConnections | None = engine.idle
     if idle is None:
@@ -283,7 +293,7 @@ class ServerProtocol:
 
     __slots__ = (
         "rs", "pool", "owner", "transport", "idle", "idle_until", "ended", "read_paused", "requests", "high_water",
-        "held",
+        "held", "key",
     )
 
     def __init__(self, pool: "PoolRuntime") -> None:
@@ -298,6 +308,7 @@ class ServerProtocol:
         self.requests = 0
         self.high_water = 0  # the write-buffer limit set on the transport (0: not yet)
         self.held: bytes | None = None  # arrived before the handover to the first client
+        self.key: Any = None  # what it is filed under while idle (see IdleConnections)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -684,7 +695,7 @@ class ClientProtocol:
         if not action.retry:
             first = pool.pick(ctx)
             if first is not None:
-                conn = self.idle.take(first)
+                conn = self.idle.take(_idle_key(pool, first, action.request.host))
                 if conn is not None:
                     pool.take(first)
                     self._attach(conn)
@@ -716,6 +727,7 @@ class ClientProtocol:
             return
         self.open_task = None
         conn.rs = rs
+        conn.key = _idle_key(pool, rs, action.request.host)
         n = len(action.head)  # sent with the connection
         pool.counters.bytes_in += n
         rs.counters.bytes_in += n

@@ -209,6 +209,60 @@ async def test_untrusted_real_server_certificate_is_502_with_reason(appliance_fa
     server.close()
 
 
+async def test_sni_from_host_reuses_a_connection_only_for_its_own_name(appliance_factory, pki):
+    """With sni = "@host" an idle real-server connection was verified for one name: a request
+    for another name must not ride on it (it gets its own handshake, and its own verdict)."""
+    names: dict[int, str] = {}  # TLS connection -> the SNI its client sent
+    seen: list[tuple[int, str, str]] = []  # (TLS connection, its SNI, the request's Host)
+    ctx = server_context(pki.other)  # api.other.test, *.example.test
+    ctx.sni_callback = lambda obj, name, _ctx: names.__setitem__(id(obj), name)
+
+    async def handle(reader, writer):
+        tls = id(writer.get_extra_info("ssl_object"))
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                host = re.search(rb"\r\nhost: *([^\r]*)", head, re.I).group(1).decode()
+                seen.append((tls, names.get(tls, ""), host))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+    port = free_port()
+    await appliance_factory(f"""
+        [virtual_server.vs]
+        listen = "127.0.0.1:{port}"
+        profile = "http"
+        pool = "p"
+        [pool.p]
+        server_ssl = "byhost"
+        servers = [{{ name = "s", address = "127.0.0.1:{server.sockets[0].getsockname()[1]}" }}]
+        [server_ssl.byhost]
+        ca = "{pki.ca}"
+        sni = "@host"
+    """)
+
+    async def get(host: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = await asyncio.wait_for(reader.read(-1), 10)
+        writer.close()
+        return data.split(b"\r\n", 1)[0]
+
+    assert await get("a.example.test") == b"HTTP/1.1 200 OK"  # leaves an idle connection verified for it
+    assert await get("localhost") == b"HTTP/1.1 502 Bad Gateway"  # not covered: no ride on that connection
+    assert await get("b.example.test:80") == b"HTTP/1.1 200 OK"  # a connection of its own
+    assert await get("A.example.test") == b"HTTP/1.1 200 OK"  # the same name: the first connection again
+    assert [(sni, host) for _, sni, host in seen] == [
+        ("a.example.test", "a.example.test"), ("b.example.test", "b.example.test:80"),
+        ("a.example.test", "A.example.test"),
+    ]
+    assert seen[0][0] == seen[2][0] != seen[1][0]
+    server.close()
+
+
 async def test_layer4_pool_with_server_ssl(appliance_factory, pki):
     class Echo(asyncio.Protocol):
         def connection_made(self, t):
