@@ -498,8 +498,9 @@ class ClientProtocol:
     def eof_received(self) -> bool:
         if self.exchange is not None and not self.closed:
             self._run(self.exchange.client_eof())
-        # keep writing the response (CloseClient closes); TLS cannot stay half-open
-        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
+        # keep writing the answer (CloseClient closes): a FIN, or under TLS a close_notify,
+        # ends the client's direction only (RFC 8446 6.1; adc's TLS layer goes on writing)
+        return self.transport is not None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.relay is not None:

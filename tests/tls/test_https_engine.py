@@ -526,6 +526,52 @@ async def test_reload_reads_server_ssl_files_renewed_in_place(appliance_factory,
     server.close()
 
 
+async def test_request_then_close_notify_still_gets_its_answer(appliance_factory, pki):
+    """TLS 1.3 close_notify closes one direction only (RFC 8446 6.1): like a FIN on `http`,
+    the answer to the request before it still comes, then the appliance closes."""
+
+    async def slow_ok(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.2)  # the client's close_notify gets there first
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow_ok, "127.0.0.1", 0)
+    port = free_port()
+    await appliance_factory(one_vs(port, server.sockets[0].getsockname()[1], extra=https_profile(pki)))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_ctx(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(10):  # bounded: a TLS 1.3 handshake takes two rounds
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            writer.write(outgoing.read())
+            incoming.write(await asyncio.wait_for(reader.read(65536), 10))
+    assert tls.version() == "TLSv1.3"
+    tls.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.unwrap()  # close_notify after the request; the appliance's is not awaited here
+    writer.write(outgoing.read())
+    answer = b""
+    for _ in range(100):  # bounded: until the appliance's close_notify or its FIN
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        incoming.write(data) if data else incoming.write_eof()
+        try:
+            while chunk := tls.read(65536):
+                answer += chunk
+        except ssl.SSLWantReadError:
+            continue
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            pass
+        break
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nok")
+    writer.close()
+    server.close()
+
+
 async def test_forwarded_proto_alpn_and_session_resumption(appliance_factory, pki):
     server, bport = await header_echo_server()
     port = free_port()
