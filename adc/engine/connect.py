@@ -22,6 +22,7 @@ from mypy_extensions import mypyc_attr
 from adc.config.model import Profile
 from adc.pools.balancers import PickContext
 from adc.pools.pool import CheckResult, PoolRuntime, RealServerRuntime
+from adc.tls.contexts import TLS_REASONS
 from adc.tls.termination import dialling
 
 log = logging.getLogger("adc.connect")
@@ -54,8 +55,9 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLEOFError):
         return "TLS: connection closed during the handshake"
     if isinstance(exc, ssl.SSLError):
-        # `reason` is set on OpenSSL's own errors only
-        return f"TLS: {getattr(exc, 'reason', None) or exc}".rstrip()
+        # `reason` is set on OpenSSL's own errors only; the usual ones have words (alerts...)
+        reason = getattr(exc, "reason", None)
+        return f"TLS: {(TLS_REASONS.get(reason) or reason) if reason else exc}".rstrip()
     if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
         return "connection reset"
     if isinstance(exc, OSError):

@@ -28,12 +28,13 @@ import asyncio
 import collections
 import logging
 import math
+import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from adc.config.model import ProfileType
-from adc.engine.connect import NoServerAvailable, connect_server, peer_text
+from adc.engine.connect import NoServerAvailable, connect_server, describe_error, peer_text
 from adc.http.exchange import (
     AccessFacts,
     Action,
@@ -293,7 +294,7 @@ class ServerProtocol:
 
     __slots__ = (
         "rs", "pool", "owner", "transport", "idle", "idle_until", "ended", "read_paused", "requests", "high_water",
-        "held", "key",
+        "held", "key", "error",
     )
 
     def __init__(self, pool: "PoolRuntime") -> None:
@@ -309,6 +310,7 @@ class ServerProtocol:
         self.high_water = 0  # the write-buffer limit set on the transport (0: not yet)
         self.held: bytes | None = None  # arrived before the handover to the first client
         self.key: Any = None  # what it is filed under while idle (see IdleConnections)
+        self.error: str | None = None  # why the connection failed, in an operator's words
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -340,6 +342,13 @@ class ServerProtocol:
     def connection_lost(self, exc: Exception | None) -> None:
         already = self.ended
         self.ended = True
+        if exc is not None and self.error is None:
+            self.error = describe_error(exc)
+            if isinstance(exc, ssl.SSLError) and self.rs is not None:
+                # after the handshake: an alert such as TLS 1.3's "certificate required",
+                # which a real server sends once it has read the client's Finished
+                self.rs.counters.error("tls")
+                log.warning("pool %s server %s (%s): %s", self.pool.name, self.rs.name, self.rs.address, self.error)
         owner = self.owner
         if owner is None:
             if self.idle is not None:  # a parked connection the real server closed
@@ -537,7 +546,7 @@ class ClientProtocol:
     def server_ended(self, conn: ServerProtocol) -> None:
         if conn is not self.server or self.exchange is None:
             return
-        self._run(self.exchange.server_closed())
+        self._run(self.exchange.server_closed(conn.error))
 
     def server_buffer_full(self, full: bool) -> None:
         self.backpressure = full

@@ -416,8 +416,8 @@ class Exchange:
         self._pump()  # requests pipelined behind this one are answered in turn
         return self._flush()
 
-    def server_closed(self) -> list[Action]:
-        """The real-server connection ended (EOF or error)."""
+    def server_closed(self, error: str | None = None) -> list[Action]:
+        """The real-server connection ended: EOF, or an error (`error` says which, for the log)."""
         req = self._req
         if req is None or self.phase in (Phase.TUNNEL, Phase.CLOSING, Phase.READ_HEAD, Phase.CONNECT):
             return self._flush()
@@ -441,7 +441,7 @@ class Exchange:
                 head = req.server_head if req.last_chunk is None else req.server_head + req.last_chunk
                 self._out.append(OpenServer(req.match.pool, req.match, req.head, head, retry=True))
             else:
-                self._fail_server(req, "real server closed the connection")
+                self._fail_server(req, "real server closed the connection" if error is None else error)
         self._pump()
         return self._flush()
 

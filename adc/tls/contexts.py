@@ -367,7 +367,7 @@ def server_ssl_files(cfg: ServerSSL) -> tuple[bytes, ...]:
 
 # --------------------------------------------------------------------------- reasons for log lines
 
-_REASONS = {
+TLS_REASONS: dict[str, str] = {  # OpenSSL's reason codes in an operator's words
     "WRONG_VERSION_NUMBER": "wrong version number",
     "UNSUPPORTED_PROTOCOL": "unsupported protocol version",
     "TLSV1_ALERT_PROTOCOL_VERSION": "peer refused the protocol version",
@@ -415,8 +415,8 @@ def handshake_failure_reason(exc: BaseException, layer: Any = None) -> str:
         reason = exc.reason or ""
         if reason == "CALLBACK_FAILED":
             return "unknown SNI name"
-        if reason in _REASONS:
-            return _REASONS[reason]
+        if reason in TLS_REASONS:
+            return TLS_REASONS[reason]
         if reason:
             return reason.lower().replace("_", " ")
         return str(exc.args[1] if len(exc.args) > 1 else exc)

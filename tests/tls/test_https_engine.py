@@ -209,6 +209,26 @@ async def test_untrusted_real_server_certificate_is_502_with_reason(appliance_fa
     server.close()
 
 
+async def test_real_server_refusing_after_the_handshake_is_502_with_reason(appliance_factory, pki, caplog):
+    """Under TLS 1.3 a real server that wants a client certificate says so with an alert after
+    the handshake: the 502 and the log line give that reason, not a bare close."""
+    caplog.set_level("INFO", logger="adc")
+    ctx = build_client_ssl(ClientSSL(certificates=(CertificatePair(*pki.server),), min_version="TLSv1.3",
+                                     verify_client="required", client_ca=pki.ca))
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(terminating(asyncio.Protocol, ctx, loop), "127.0.0.1", 0)  # alerts, then closes
+    port = free_port()
+    await appliance_factory(one_vs(port, server.sockets[0].getsockname()[1], profile="http", server="mtls",
+                                   server_ssl_ca=pki.ca))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 502 ")
+    writer.close()
+    assert re.search(r"pool p server mtls \(127\.0\.0\.1:\d+\): TLS: peer requires a client certificate", caplog.text)
+    assert "answered 502: TLS: peer requires a client certificate" in caplog.text
+    server.close()
+
+
 async def test_sni_from_host_reuses_a_connection_only_for_its_own_name(appliance_factory, pki):
     """With sni = "@host" an idle real-server connection was verified for one name: a request
     for another name must not ride on it (it gets its own handshake, and its own verdict)."""
