@@ -113,7 +113,7 @@ class RequestParser:
         "_parser", "_events", "_url", "_headers", "_trailers", "in_head", "_head_bytes",
         "_header_bytes", "_dead", "_held", "_held_size", "upgrade_held", "_begun", "_completed",
         "max_request_line", "max_header_bytes", "max_headers", "max_held_bytes",
-        "_on_head", "_on_body", "_on_end", "_on_malformed",
+        "_on_head", "_on_body", "_on_end", "_on_malformed", "_body_framing", "_synthetic",
     )
 
     def __init__(
@@ -138,6 +138,10 @@ class RequestParser:
         self.upgrade_held = False
         self._begun = 0  # request heads begun so far
         self._completed = 0  # requests completed so far
+        # An upgrade request with a body: httptools has llhttp skip the body of every upgrade
+        # request and stop after its head. The body is framed by this (see _body_after_upgrade).
+        self._body_framing: bytes | None = None
+        self._synthetic = False  # llhttp reads a head made up here: its callbacks are ignored
         self._fresh()
 
     def _fresh(self) -> None:
@@ -209,8 +213,11 @@ class RequestParser:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0]
-            self.upgrade_held = True
             rest = data[offset:]
+            if self._body_framing is not None:
+                self._body_after_upgrade(rest)
+                return
+            self.upgrade_held = True
             if rest:
                 self._held.append(rest)
                 self._held_size = len(rest)
@@ -240,8 +247,30 @@ class RequestParser:
                 elif len(self._url) > self.max_request_line:
                     self._fail(414, "request line too long")
 
+    def _body_after_upgrade(self, rest: bytes) -> None:
+        """Parse the body of an upgrade request that has one, then go on as usual.
+
+        A request keeps the connection in HTTP until its whole body has passed: the body is
+        never taken for the next request (request smuggling) nor for tunnel bytes. A fresh
+        llhttp is given a made-up head with the request's framing, its callbacks ignored,
+        and then the bytes after the real head.
+        """
+        framing = self._body_framing
+        assert framing is not None
+        self._body_framing = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._synthetic = True
+        try:
+            self._parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n")
+        finally:
+            self._synthetic = False
+        if rest:
+            self._feed(rest)
+
     # -- llhttp callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self._synthetic:
+            return
         self._begun += 1
         self._url = b""
         self._headers = HeaderList()
@@ -250,11 +279,15 @@ class RequestParser:
         self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
+        if self._synthetic:
+            return
         self._url += url
         if len(self._url) > self.max_request_line:
             raise _Stop(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._synthetic:
+            return
         if self.in_head:
             self._headers.append((name, value))
             # the byte bound keeps memory bounded; the count is checked at the end of the head
@@ -269,7 +302,7 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        if self._dead:
+        if self._dead or self._synthetic:
             return
         p = self._parser
         version = p.get_http_version()
@@ -310,6 +343,8 @@ class RequestParser:
                 if not authority or _host_only(authority) != host_name:
                     raise _Stop(400, "Host does not match the request target")
             path = _split_target(url)
+        if kind is not BodyKind.NONE and p.should_upgrade():
+            self._body_framing = b"Transfer-Encoding: chunked\r\n" if length is None else b"Content-Length: %d\r\n" % length
         self._on_head(RequestHead(method, url, version, headers, p.should_keep_alive(), kind, length, path, host_name))
 
     def on_body(self, body: bytes) -> None:
@@ -317,6 +352,8 @@ class RequestParser:
             self._on_body(body)
 
     def on_message_complete(self) -> None:
+        if self._body_framing is not None:
+            return  # llhttp's end right after an upgrade request's head: the body comes next
         self._completed += 1
         if self._dead:
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 
-from adc.http.events import Headers, RequestHead, ResponseHead
+from adc.http.events import BodyKind, Headers, RequestHead, ResponseHead
 from adc.http.headers import connection_tokens, get_all, get_one, tokens
 
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -36,6 +36,8 @@ def check_websocket_request(head: RequestHead) -> str | None:
         return "websocket upgrade must use GET"
     if head.version != "1.1":
         return "websocket upgrade needs HTTP/1.1"
+    if head.body is not BodyKind.NONE:
+        return "websocket upgrade must not have a body"
     keys = get_all(head.headers, b"sec-websocket-key")
     if len(keys) != 1:
         return "missing or duplicate Sec-WebSocket-Key"

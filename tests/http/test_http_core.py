@@ -26,6 +26,25 @@ def test_request_parser_upgrade_holds_bytes_and_resumes_fresh():
     assert isinstance(events[0], RequestHead) and events[0].target == b"/b"
 
 
+@pytest.mark.parametrize("split", [None, 60, 95])
+@pytest.mark.parametrize(
+    "framing, body",
+    [(b"Content-Length: 5\r\n", b"hello"), (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n")],
+    ids=["length", "chunked"],
+)
+def test_request_parser_reads_the_body_of_an_upgrade_request(framing, body, split):
+    """httptools has llhttp skip an upgrade request's body: it must never become the next request."""
+    data = (b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n" + framing + b"\r\n" + body
+            + b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+    p = RequestParser()
+    parts = [data] if split is None else [data[:split], data[split:]]
+    events = [e for part in parts for e in p.receive_data(part)]
+    assert [type(e) for e in events if not isinstance(e, Body)] == [RequestHead, EndOfMessage, RequestHead, EndOfMessage]
+    assert b"".join(e.data for e in events if isinstance(e, Body)) == b"hello"
+    assert [e.target for e in events if isinstance(e, RequestHead)] == [b"/up", b"/next"]
+    assert not p.upgrade_held
+
+
 def test_request_parser_take_held_for_tunnel():
     p = RequestParser()
     p.receive_data(ws_request() + b"frame1")

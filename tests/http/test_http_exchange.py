@@ -397,6 +397,22 @@ def test_h2c_upgrade_not_tunnelled():
     assert send.data == GET_FWD.replace(b"/x", b"/")
 
 
+def test_upgrade_request_body_is_forwarded_as_its_body():
+    """The smuggling an upgrade request's body once allowed: declared with Content-Length, never
+    sent, then parsed as a request of its own (and sent on the same real-server connection)."""
+    inner = b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n"
+    ex = make()
+    acts = ex.receive_client(b"POST /up HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                             b"HTTP2-Settings: x\r\nContent-Length: %d\r\n\r\n" % len(inner) + inner)
+    assert kinds(acts) == ["Count", "OpenServer", "PauseClient"]  # the body waits for the connection
+    sent = b"".join(a.data for a in ex.server_connected() if isinstance(a, SendToServer))
+    head, _, body = sent.partition(b"\r\n\r\n")
+    assert b"Upgrade" not in head and b"Content-Length: %d" % len(inner) in head
+    assert body == inner  # the body, as the body: nothing of it is taken for a request
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert [a.facts.target for a in acts if isinstance(a, RequestDone)] == ["/up"]
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -404,8 +420,9 @@ def test_h2c_upgrade_not_tunnelled():
         b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
         b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n",
         b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\nContent-Length: 3\r\n\r\nabc",
     ],
-    ids=["post", "no-key", "short-key", "version-8"],
+    ids=["post", "no-key", "short-key", "version-8", "body"],
 )
 def test_invalid_websocket_request_is_400(request_bytes):
     acts = make().receive_client(request_bytes)
