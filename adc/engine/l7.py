@@ -695,6 +695,11 @@ class ClientProtocol:
         )
 
     def _open_server(self, action: OpenServer) -> None:
+        ex = self.exchange
+        if ex is None or self.closed or ex.phase is not Phase.CONNECT:
+            # the exchange moved on in the same batch of actions: a malformed body after
+            # the head, answered 400, say; no connection (an idle one taken at once least of all)
+            return
         pool = self.engine.pools.get(action.pool)
         if pool is None:  # removed by a reload while this connection was open
             assert self.exchange is not None

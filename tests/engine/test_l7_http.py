@@ -102,6 +102,25 @@ async def test_server_connections_are_reused(appliance_factory, http_backends):
         assert counters.responses[2] == 30
 
 
+async def test_malformed_body_behind_its_head_is_400_with_an_idle_connection_ready(appliance_factory, http_backends, caplog):
+    """Head and bad chunk in one read: the exchange answers 400 in the batch that asked for a
+    connection, which an idle one would have satisfied at once: the 400 still goes out."""
+    caplog.set_level("INFO", logger="adc")
+    web = await http_backends("web")
+    port = free_port()
+    await appliance_factory(config(port, {"web": [web.port]}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert (await read_response(reader))[0] == 200  # leaves an idle connection to the real server
+    writer.write(b"POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+    status, headers, _ = await read_response(reader)
+    assert status == 400 and headers["connection"] == "close"
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert "Traceback" not in caplog.text and "answered 400" in caplog.text
+    assert web.requests == 1
+
+
 async def test_pipelined_requests_and_head(appliance_factory, http_backends):
     web = await http_backends("web")
     port = free_port()
