@@ -85,8 +85,8 @@ class _Stop(Exception):
 
 
 def _split_target(target: bytes) -> str:
-    path = target.split(b"?", 1)[0].split(b"#", 1)[0]
-    if path.startswith((b"http://", b"https://")):  # absolute-form
+    path = target.split(b"?", 1)[0]
+    if path[:8].lower().startswith((b"http://", b"https://")):  # absolute-form
         rest = path.split(b"//", 1)[1]
         slash = rest.find(b"/")
         path = rest[slash:] if slash >= 0 else b"/"
@@ -332,9 +332,13 @@ class RequestParser:
             # name the methods the real servers allow (Allow), which it cannot know
             raise _Stop(501, "CONNECT is not supported")
         url = self._url
+        if b"#" in url:
+            # no form of request target has one (RFC 9112 §3.2); a real server that reads
+            # "/a#/../b" as "/b" would serve what the routes never saw
+            raise _Stop(400, "fragment in the request target")
         if url[:1] == b"/":
             # origin-form; without a query the path is the whole target
-            path = url.decode("latin-1") if b"?" not in url and b"#" not in url else _split_target(url)
+            path = url.decode("latin-1") if b"?" not in url else _split_target(url)
         else:
             if url[:8].lower().startswith((b"http://", b"https://")):
                 # absolute-form: a real server must use this authority and ignore Host
@@ -342,6 +346,9 @@ class RequestParser:
                 authority = url.split(b"//", 1)[1].split(b"/", 1)[0].split(b"?", 1)[0].rsplit(b"@", 1)[-1]
                 if not authority or _host_only(authority) != host_name:
                     raise _Stop(400, "Host does not match the request target")
+            elif url != b"*" or method != "OPTIONS":
+                # another scheme's URL (its authority unchecked), or "*" with a method other than OPTIONS
+                raise _Stop(400, "request target is neither a path nor an http(s) URL")
             path = _split_target(url)
         if kind is not BodyKind.NONE and p.should_upgrade():
             self._body_framing = b"Transfer-Encoding: chunked\r\n" if length is None else b"Content-Length: %d\r\n" % length

@@ -21,6 +21,7 @@ from adc.http.exchange import (
     SendToServer,
     StartTunnel,
 )
+from adc.http.parser import RequestParser
 from l7_playbook import ACCEPT, PROFILE, XF, kinds, make, route, without_facts, ws_request, ws_response
 
 GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -456,7 +457,21 @@ ATTACKS = {
     "bad-host": b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
     "bad-version": b"GET / HTTP/1.7\r\nHost: a\r\n\r\n",
     "garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    "fragment": b"GET /public#/../admin HTTP/1.1\r\nHost: a\r\n\r\n",
+    "absolute-fragment": b"GET http://a/x#y HTTP/1.1\r\nHost: a\r\n\r\n",
+    "other-scheme": b"GET ftp://internal/admin HTTP/1.1\r\nHost: a\r\n\r\n",
+    "asterisk-not-options": b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
 }
+
+
+@pytest.mark.parametrize(
+    "target, path",
+    [(b"/a/b?x=1", "/a/b"), (b"HTTP://A/x?y", "/x"), (b"http://a", "/"), (b"*", "*")],
+)
+def test_request_targets_route_on_their_path(target, path):
+    method = b"OPTIONS" if target == b"*" else b"GET"
+    (event, _end) = RequestParser().receive_data(method + b" " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert event.path == path and event.target == target
 
 
 @pytest.mark.parametrize("data", list(ATTACKS.values()), ids=list(ATTACKS))
