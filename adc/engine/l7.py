@@ -495,6 +495,7 @@ class ClientProtocol:
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        last_activity = self.client_activity
         self.client_activity = self.loop.time()
         self.vs.counters.bytes_in += len(data)
         ex = self.exchange
@@ -502,7 +503,10 @@ class ClientProtocol:
         if ex.phase is Phase.READ_HEAD and self.head_started is None:
             self.head_started = self.client_activity
             self.request_started = time.monotonic()
-        self._run(ex.receive_client(data), len(data) < DEFER_WRITES_BELOW)
+        actions = ex.receive_client(data)
+        if ex.only_empty_lines:
+            self.client_activity = last_activity  # see Exchange.receive_client
+        self._run(actions, len(data) < DEFER_WRITES_BELOW)
 
     def eof_received(self) -> bool:
         if self.exchange is not None and not self.closed:

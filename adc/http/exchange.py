@@ -304,7 +304,7 @@ class Exchange:
     __slots__ = (
         "profile", "router", "client_ip", "scheme", "phase", "_parser", "_rparser", "_queue",
         "_req", "_paused", "_client_eof", "_server_reused", "_out", "stalled", "_batch", "_serving",
-        "_forwarding_tail",
+        "_forwarding_tail", "only_empty_lines",
     )
 
     def __init__(self, profile: Profile, router: Router, client_ip: str, scheme: str = "http") -> None:
@@ -334,6 +334,7 @@ class Exchange:
         self._server_reused = False
         self._out: list[Action] = []
         self.stalled = False  # pipelined requests wait for proceed()
+        self.only_empty_lines = False  # the last client bytes were empty lines between requests
 
     def release(self) -> None:
         """The client connection is gone or tunnelled: free the parsers (no HTTP code runs any more).
@@ -360,7 +361,15 @@ class Exchange:
     def receive_client(self, data: bytes) -> list[Action]:
         if self.phase in (Phase.TUNNEL, Phase.CLOSING):
             return []
-        self._parser.feed(data)
+        parser = self._parser
+        waiting = self.phase is Phase.READ_HEAD and not parser.in_head and not self._queue
+        begun = parser.heads_begun
+        parser.feed(data)
+        # RFC 9112 2.2 has empty lines before a request ignored: they are no activity either
+        # (the driver's timeout_client goes on counting), or CRLFs would hold a connection forever
+        self.only_empty_lines = (
+            waiting and parser.heads_begun == begun and not parser.in_head and self.phase is Phase.READ_HEAD
+        )
         if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
             self._pump()
         return self._flush()

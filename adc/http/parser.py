@@ -154,6 +154,11 @@ class RequestParser:
         self._header_bytes = 0
 
     # -- public API -------------------------------------------------------------------
+    @property
+    def heads_begun(self) -> int:
+        """Request heads begun so far (llhttp skips empty lines before a head)."""
+        return self._begun
+
     def feed(self, data: bytes) -> None:
         """Parse `data`; events go to the sink as they are found."""
         if self._dead:

@@ -254,6 +254,31 @@ timeout_http_request = "200ms"
     writer.close()
 
 
+async def test_empty_lines_do_not_keep_an_idle_connection_open(appliance_factory, http_backends):
+    """RFC 9112 2.2 lets a server ignore empty lines before a request: ignored, they are no
+    activity either, so timeout_client still closes a client that sends nothing else."""
+    web = await http_backends("web")
+    port = free_port()
+    await appliance_factory(config(port, {"web": [web.port]}, profile="quick") + """
+[profile.quick]
+type = "http"
+timeout_client = "300ms"
+""")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")  # one before a request is fine
+    assert (await read_response(reader))[0] == 200
+    closed = False
+    for _ in range(30):  # bounded: 3 s of an empty line every 0.1 s
+        writer.write(b"\r\n")
+        try:
+            closed = await asyncio.wait_for(reader.read(), 0.1) == b""
+        except asyncio.TimeoutError:
+            continue
+        break
+    assert closed
+    writer.close()
+
+
 async def test_idle_server_connections_expire_after_timeout_server_idle(appliance_factory, http_backends):
     web = await http_backends("web")
     port = free_port()
