@@ -265,7 +265,7 @@ class _Request:
     websocket_allowed: bool = False
     offered: str | None = None  # the protocol switch asked for (see upgrade_request)
     response: ResponseHead | None = None
-    response_started: bool = False  # a response byte reached the client side
+    response_started: bool = False  # a final response's head reached the client side
     server_byte_seen: bool = False
     close_after: bool = False
     dechunk: bool = False
@@ -830,7 +830,7 @@ class Exchange:
             raise AssertionError(f"response head in phase {self.phase.name}")
         if resp.interim:
             if req.head.version == "1.1":
-                req.response_started = True
+                # (not response_started: after a 1xx the final answer may still be the appliance's, a 502 say)
                 start = b"HTTP/1.1 %d %s" % (resp.status, resp.reason)
                 # a 1xx has no body: framing fields on it (which no server may send) do not go on
                 headers = without(strip_hop_by_hop(resp.headers), _FRAMING_FIELDS)

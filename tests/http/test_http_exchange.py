@@ -180,6 +180,19 @@ def test_expect_100_continue():
     assert acts[-1].facts.status == 201
 
 
+@pytest.mark.parametrize("failure", ["closed", "garbage"])
+def test_real_server_failing_after_an_interim_response_is_still_a_502(failure):
+    """A 1xx is no answer (RFC 9110 15.2): when the server fails after it, the final answer is a 502."""
+    ex = make()
+    _connect(ex)
+    assert ex.receive_server(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n") == [
+        SendToClient(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n")
+    ]
+    acts = ex.server_closed() if failure == "closed" else ex.receive_server(b"NOT HTTP\r\n\r\n")
+    answers = [a for a in acts if isinstance(a, Respond)]
+    assert [a.status for a in answers] == [502] and answers[0].data.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+
+
 def test_te_on_204_stripped_and_counted():
     ex = make()
     _connect(ex)
