@@ -40,6 +40,7 @@ from adc.config.model import (
     ServerState,
     VirtualServer,
 )
+from adc.tls.contexts import is_host_name
 
 
 class ConfigError(Exception):
@@ -59,7 +60,6 @@ _SIZE_UNITS = {
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_DNS_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?")
 
 
 def _sni_problem(sni: str) -> str | None:
@@ -72,10 +72,10 @@ def _sni_problem(sni: str) -> str | None:
     except ValueError:
         pass
     try:
-        name = sni.rstrip(".").encode("idna").decode("ascii")
+        name = sni.rstrip(".").encode("idna").decode("ascii").lower()
     except UnicodeError:
         name = ""
-    if not _DNS_NAME.fullmatch(name) or not all(0 < len(label) <= 63 for label in name.split(".")):
+    if not is_host_name(name):
         return f"{sni!r} is not a host name, an IP address or \"@host\""
     return None
 

@@ -262,6 +262,11 @@ class ServerSSLContext(ssl.SSLContext):
 _HOSTNAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9_])?")
 
 
+def is_host_name(name: str) -> bool:
+    """A lower-case ASCII DNS name the TLS layer can send as SNI and check: labels of 1-63 characters."""
+    return _HOSTNAME.fullmatch(name) is not None and all(0 < len(label) <= 63 for label in name.split("."))
+
+
 def _host_name(host: str | None) -> str | None:
     """A Host header value reduced to a name fit for SNI and verification, or None."""
     if not host:
@@ -283,7 +288,7 @@ def _host_name(host: str | None) -> str | None:
             return str(ipaddress.IPv6Address(h))
         except ValueError:
             return None
-    if not _HOSTNAME.fullmatch(h) or not all(0 < len(label) <= 63 for label in h.split(".")):
+    if not is_host_name(h):
         return None  # an empty or over-long label would make the TLS layer raise later
     return h
 

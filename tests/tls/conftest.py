@@ -168,6 +168,24 @@ async def _dial_roundtrip(port: int, tls, key="s", request_host: str | None = No
     return await _echo(transport, proto)
 
 
+async def bio_client(port: int, pki):
+    """A TLS client over memory BIOs, handshake done: (ssl object, incoming, outgoing, reader, writer).
+
+    Its bytes go out only when the test writes them, so a test can cut them where it likes.
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ssl.create_default_context(cafile=str(pki.ca)).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(10):  # bounded: a TLS 1.3 handshake takes two rounds
+        try:
+            client.do_handshake()
+            return client, incoming, outgoing, reader, writer
+        except ssl.SSLWantReadError:
+            writer.write(outgoing.read())
+            incoming.write(await asyncio.wait_for(reader.read(65536), IO_TIMEOUT))
+    raise AssertionError("no handshake in 10 rounds")
+
+
 @dataclass
 class TLSServer:
     port: int

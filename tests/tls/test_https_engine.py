@@ -25,6 +25,7 @@ from adc.config.model import CertificatePair, ClientSSL
 from adc.tls.contexts import build_client_ssl
 from adc.tls.termination import terminating
 from tests.conftest import free_port, no_adc_cycles
+from tests.tls.conftest import bio_client
 
 
 def client_ctx(pki, *, alpn=("http/1.1",), cert=None, max_version=None) -> ssl.SSLContext:
@@ -560,16 +561,7 @@ async def test_request_then_close_notify_still_gets_its_answer(appliance_factory
     server = await asyncio.start_server(slow_ok, "127.0.0.1", 0)
     port = free_port()
     await appliance_factory(one_vs(port, server.sockets[0].getsockname()[1], extra=https_profile(pki)))
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = client_ctx(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    for _ in range(10):  # bounded: a TLS 1.3 handshake takes two rounds
-        try:
-            tls.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            writer.write(outgoing.read())
-            incoming.write(await asyncio.wait_for(reader.read(65536), 10))
+    tls, incoming, outgoing, reader, writer = await bio_client(port, pki)
     assert tls.version() == "TLSv1.3"
     tls.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
     with contextlib.suppress(ssl.SSLWantReadError):

@@ -15,6 +15,7 @@ import pytest
 from adc.config.model import CertificatePair, ClientSSL
 from adc.tls.contexts import build_client_ssl, handshake_failure_reason
 from adc.tls.termination import TLSLayer, terminating
+from tests.tls.conftest import bio_client
 
 IO_TIMEOUT = 5.0
 CHUNK = 64 * 1024
@@ -88,24 +89,6 @@ def client_context(pki) -> ssl.SSLContext:
 
 async def tls_connection(port: int, pki) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki), server_hostname="localhost")
-
-
-async def bio_client(port: int, pki):
-    """A TLS client over memory BIOs, handshake done: (ssl object, incoming, outgoing, reader, writer).
-
-    Its bytes go out only when the test writes them, so a test can cut them where it likes.
-    """
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    for _ in range(10):  # bounded: a TLS 1.3 handshake takes two rounds
-        try:
-            client.do_handshake()
-            return client, incoming, outgoing, reader, writer
-        except ssl.SSLWantReadError:
-            writer.write(outgoing.read())
-            incoming.write(await asyncio.wait_for(reader.read(65536), IO_TIMEOUT))
-    raise AssertionError("no handshake in 10 rounds")
 
 
 async def until(predicate, what: str) -> None:
