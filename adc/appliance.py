@@ -122,7 +122,9 @@ class Appliance:
             if new is not None:
                 from adc.config.check import check_config
 
-                errors, _warnings = check_config(new, str(path))
+                errors, warnings = check_config(new, str(path))
+                for line in warnings:
+                    log.warning("reload: %s", line)
             if not errors and new is not None:
                 from adc.engine.reload import ReloadError, apply
 

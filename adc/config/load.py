@@ -492,6 +492,10 @@ class _Loader:
         if values["buffer_bytes"] < 4096:
             s.error("buffer_bytes", "must be at least 4KiB")
             values["buffer_bytes"] = d.buffer_bytes
+        ignored = _HTTP_ONLY_KEYS if not kind.layer7 else _HTTPS_ONLY_KEYS if kind is ProfileType.HTTP else ()
+        for key in ignored:
+            if key in s.table:
+                self.warnings.append(f"{s.file}: {s.key(key)}: does not apply to a profile of type {kind.value} (ignored)")
         client_ssl = None
         cs = s.sub("client_ssl")
         if kind is ProfileType.HTTPS:
@@ -619,14 +623,17 @@ class _Loader:
                 self.errors.append(f"{s.file}: {path}: expected a table {{ name = ..., address = ... }}")
                 continue
             rs = self.real_server(_Section(self, s.file, path, item), i)
+            # a name is checked for duplicates even where the rest of its server is wrong
+            name_ = rs.name if rs is not None else item.get("name")
+            if isinstance(name_, str) and _NAME.match(name_):
+                if name_ in seen_names:
+                    self.errors.append(f"{s.file}: {path}.name: duplicate server name {name_!r} (also servers[{seen_names[name_]}])")
+                    continue
+                seen_names[name_] = i
             if rs is None:
-                continue
-            if rs.name in seen_names:
-                self.errors.append(f"{s.file}: {path}.name: duplicate server name {rs.name!r} (also servers[{seen_names[rs.name]}])")
                 continue
             if rs.address in seen_addrs:
                 self.errors.append(f"{s.file}: {path}.address: duplicate address {rs.address} (also servers[{seen_addrs[rs.address]}])")
-            seen_names[rs.name] = i
             seen_addrs[rs.address] = i
             servers.append(rs)
         cfg = Pool(
@@ -768,6 +775,13 @@ class _Loader:
                 routes.append(route)
         if pool is None and "pool" not in s.table and profile is not None and not profile.type.layer7:
             s.error("pool", f"is required for a tcp virtual server {_known(pools)}")
+        if pool is not None and pool in pools and profile is not None and not profile.type.layer7:
+            key = _request_hash_key(pools[pool])
+            if key is not None:
+                self.warnings.append(
+                    f"{s.file}: {s.key('pool')}: pool {pool!r} hashes on the request's {key}, which a tcp "
+                    "virtual server does not read: its connections are hashed on the client address"
+                )
         vs = VirtualServer(
             name=name,
             listen=tuple(listen),
@@ -865,6 +879,24 @@ def _same_family(a: str, wildcard: str) -> bool:
     except ValueError:
         return True
     return version == (4 if wildcard == "0.0.0.0" else 6)
+
+
+# Profile keys a tcp profile has no use for (no HTTP, no TLS), and those only https uses
+_HTTPS_ONLY_KEYS = ("timeout_tls_handshake",)
+_HTTP_ONLY_KEYS = (
+    "timeout_http_request", "timeout_tunnel", "timeout_server_idle", "websocket", "x_forwarded_for",
+    "x_forwarded_proto", "forwarded", "max_header_bytes", "max_request_line", "max_body_bytes", "max_headers",
+    "max_idle_server_connections",
+) + _HTTPS_ONLY_KEYS
+
+
+def _request_hash_key(pool: Pool) -> str | None:
+    """What of a request `pool`'s balancing method hashes on, if anything (None: the client address)."""
+    if pool.method == "uri-hash":
+        return "path"
+    if pool.method == "maglev" and pool.hash_on != "source":
+        return pool.hash_on.replace(":", " ")
+    return None
 
 
 def load(path: str | Path) -> Config:

@@ -353,3 +353,70 @@ def test_access_log_file_is_relative_to_its_file_and_must_be_writable(write_conf
     assert errors_of(write_config, f'[appliance]\n{base}access_log = "."\n{rest}') == [
         f"appliance.toml: appliance.access_log: {tmp_path.resolve()} is a directory"
     ]
+
+
+def test_duplicate_name_is_reported_beside_the_other_errors_of_its_server(write_config):
+    text = """
+    [appliance]
+    admin = "off"
+    [virtual_server.raw]
+    listen = "127.0.0.1:9000"
+    profile = "tcp"
+    pool = "p"
+    [pool.p]
+    servers = [{ name = "a", address = "127.0.0.1:99999" }, { name = "a", address = "127.0.0.1:9002" }]
+    """
+    assert errors_of(write_config, text) == [
+        "appliance.toml: pool.p.servers[0].address: bad address '127.0.0.1:99999': port must be 1..65535",
+        "appliance.toml: pool.p.servers[1].name: duplicate server name 'a' (also servers[0])",
+    ]
+
+
+def test_settings_a_profile_or_a_virtual_server_cannot_use_are_warnings(write_config):
+    # a tcp profile reads no HTTP and no TLS; a tcp virtual server has no request to hash on
+    text = """
+    [appliance]
+    admin = "off"
+    [profile.raw]
+    type = "tcp"
+    timeout_client = "1m"
+    timeout_tunnel = "1s"
+    websocket = false
+    [profile.web]
+    type = "http"
+    timeout_tls_handshake = "1s"
+    [virtual_server.raw]
+    listen = "127.0.0.1:9000"
+    profile = "raw"
+    pool = "by-path"
+    [virtual_server.raw2]
+    listen = "127.0.0.1:9001"
+    profile = "tcp"
+    pool = "by-user"
+    [virtual_server.by-source]
+    listen = "127.0.0.1:9002"
+    profile = "tcp"
+    pool = "by-source"
+    [pool.by-path]
+    method = "uri-hash"
+    servers = [{ name = "a", address = "127.0.0.1:9101" }]
+    [pool.by-user]
+    method = "maglev"
+    hash_on = "header:X-User"
+    servers = [{ name = "a", address = "127.0.0.1:9102" }]
+    [pool.by-source]
+    method = "maglev"
+    servers = [{ name = "a", address = "127.0.0.1:9103" }]
+    """
+    config = load(write_config(text))
+    src = config.source
+    assert config.warnings == (
+        f"{src}: profile.raw.timeout_tunnel: does not apply to a profile of type tcp (ignored)",
+        f"{src}: profile.raw.websocket: does not apply to a profile of type tcp (ignored)",
+        f"{src}: profile.web.timeout_tls_handshake: does not apply to a profile of type http (ignored)",
+        f"{src}: virtual_server.raw.pool: pool 'by-path' hashes on the request's path, which a tcp virtual server "
+        "does not read: its connections are hashed on the client address",
+        f"{src}: virtual_server.raw2.pool: pool 'by-user' hashes on the request's header X-User, which a tcp "
+        "virtual server does not read: its connections are hashed on the client address",
+    )
+    assert config.profiles["raw"].timeout_client == 60.0
