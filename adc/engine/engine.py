@@ -10,12 +10,14 @@ from typing import Any, Protocol
 from adc.config.model import Address, Config, Profile, ProfileType, VirtualServer
 from adc.engine.l4 import L4Accept
 from adc.engine.l7 import ProtocolFactory
-from adc.engine.listener import ListenError, bound_addresses, listen
+from adc.engine.listener import ListenError, bound_addresses, listen, listen_where
 from adc.pools.pool import PoolRuntime
 from adc.runtime.accesslog import AccessLog
 from adc.runtime.stats import Counters, Stats
 
 log = logging.getLogger("adc.engine")
+
+REFUSAL_LOG_SECONDS = 10.0  # connections refused by max_connections: one log line per this, at most
 
 
 class Closable(Protocol):
@@ -42,6 +44,25 @@ class VirtualServerRuntime:
         self.router_cache: tuple[VirtualServer, Any] | None = None  # (the configuration it serves, the router)
         # what the listeners call per accepted connection (compiled with the traffic path)
         self.factory: Any = ProtocolFactory(self, L4Accept)
+        self.refusal_logged = -REFUSAL_LOG_SECONDS  # when the last refusal was logged (monotonic)
+        self.refused_unlogged = 0  # refusals since then
+
+    def refuse(self) -> None:
+        """A connection refused at accept (max_connections reached, or stopping): counted; logged at
+        most once per REFUSAL_LOG_SECONDS, with the number refused in between, as a flood must not
+        flood the log too."""
+        counters = self.counters
+        counters.rejected += 1
+        counters.error("refused")
+        if self.stopping:
+            return  # the listeners are closing: nothing for an operator to act on
+        self.refused_unlogged += 1
+        now = time.monotonic()
+        if now - self.refusal_logged >= REFUSAL_LOG_SECONDS:
+            log.warning("virtual_server %s: max_connections (%d) reached: %d connection(s) refused since the "
+                        "last such line", self.name, self.config.max_connections, self.refused_unlogged)
+            self.refusal_logged = now
+            self.refused_unlogged = 0
 
     def router(self) -> Any:
         """The Layer-7 router of the current configuration (rebuilt when a reload swaps it)."""
@@ -54,7 +75,7 @@ class VirtualServerRuntime:
 
     async def open(self, address: Address) -> asyncio.Server:
         server = await listen(
-            self.name,
+            listen_where(self.engine.config.source, self.config, address),
             address,
             self.factory,
             backlog=self.config.backlog,

@@ -35,8 +35,7 @@ class L4Accept(asyncio.Protocol):
         vs = self.vs
         counters = vs.counters
         if vs.stopping or (vs.config.max_connections and counters.conn_current >= vs.config.max_connections):
-            counters.rejected += 1
-            counters.error("refused")
+            vs.refuse()
             transport.abort()  # type: ignore[attr-defined]
             return
         counters.conn_current += 1

@@ -470,8 +470,7 @@ class ClientProtocol:
         vs = self.vs
         counters = vs.counters
         if vs.stopping or (vs.config.max_connections and counters.conn_current >= vs.config.max_connections):
-            counters.rejected += 1
-            counters.error("refused")
+            vs.refuse()
             self.closed = True
             return False
         self.counted = True

@@ -9,7 +9,9 @@ import socket
 import ssl
 from typing import Any, Callable
 
-from adc.config.model import Address
+from pathlib import Path
+
+from adc.config.model import Address, VirtualServer
 from adc.tls.termination import terminating
 
 log = logging.getLogger("adc.listener")
@@ -19,8 +21,24 @@ class ListenError(Exception):
     pass
 
 
+def file_name(source: Path) -> str:
+    """A configuration file as error lines name it: relative to the working directory when inside it."""
+    try:
+        return str(source.relative_to(Path.cwd()))
+    except ValueError:
+        return str(source)
+
+
+def listen_where(source: Path, vs: VirtualServer, address: Address) -> str:
+    """`FILE: virtual_server.NAME.listen[i]`: where the operator set an address that cannot be listened on."""
+    key = f"virtual_server.{vs.name}.listen"
+    if len(vs.listen) > 1 and address in vs.listen:
+        key += f"[{vs.listen.index(address)}]"
+    return f"{file_name(source)}: {key}"
+
+
 async def listen(
-    vs_name: str,
+    where: str,
     address: Address,
     factory: Callable[[], asyncio.BaseProtocol],
     *,
@@ -28,7 +46,7 @@ async def listen(
     ssl_context: ssl.SSLContext | None = None,
     ssl_handshake_timeout: float | None = None,
 ) -> asyncio.Server:
-    """Open one listening socket; errors name the virtual server and the address.
+    """Open one listening socket; errors start with `where` (see `listen_where`) and name the address.
 
     With `ssl_context`, TLS is terminated in front of `factory`'s protocols (see `protocol_factory`).
     """
@@ -44,7 +62,7 @@ async def listen(
             reuse_address=True,
         )
     except OSError as exc:
-        raise ListenError(f"virtual_server.{vs_name}: cannot listen on {address}: {listen_error_text(exc)}") from None
+        raise ListenError(f"{where}: cannot listen on {address}: {listen_error_text(exc)}") from None
 
 
 def protocol_factory(

@@ -33,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from adc.config.model import Address, Config, ProfileType
-from adc.engine.listener import protocol_factory
+from adc.engine.listener import listen_where, protocol_factory
 from adc.runtime.accesslog import AccessLog
 
 if TYPE_CHECKING:
@@ -291,13 +291,13 @@ async def _prepare_listeners(
                 try:
                     servers = await _rearm(owner, f, pserver)
                 except OSError as exc:
-                    errors.append(f"virtual_server.{name}: cannot take over {address}: {exc.strerror or exc}")
+                    errors.append(f"{_where(engine, f, address)}: cannot take over {address}: {exc.strerror or exc}")
                     continue
             else:
                 try:
                     servers = [await _open(owner, f, address)]
                 except OSError as exc:
-                    errors.append(f"virtual_server.{name}: cannot listen on {address}: {_os_error(exc)}")
+                    errors.append(f"{_where(engine, f, address)}: cannot listen on {address}: {_os_error(exc)}")
                     continue
             plan.created.extend(servers)
             listeners[address] = servers[0]
@@ -339,6 +339,10 @@ async def _open(owner: "VirtualServerRuntime", f: "VirtualServerRuntime", addres
         _factory(owner, f), address.host, address.port, family=family, backlog=f.config.backlog,
         reuse_address=True, start_serving=False,
     )
+
+
+def _where(engine: "Engine", vs: "VirtualServerRuntime", address: Address) -> str:
+    return listen_where(engine.config.source, vs.config, address)
 
 
 def _os_error(exc: OSError) -> str:

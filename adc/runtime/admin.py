@@ -245,14 +245,19 @@ class AdminServer:
                     family=socket.AF_INET6 if ":" in address.host else socket.AF_UNSPEC,
                 )
             except OSError as exc:
-                raise AdminListenError(f"appliance.admin: cannot listen on {admin}: {exc.strerror or exc}") from None
+                raise AdminListenError(f"{self._where()}: cannot listen on {admin}: {exc.strerror or exc}") from None
             host, port = self.server.sockets[0].getsockname()[:2]
             self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         log.info("admin API on %s", self.address)
 
+    def _where(self) -> str:
+        from adc.engine.listener import file_name
+
+        return f"{file_name(self.appliance.config.source)}: appliance.admin"
+
     def _bind_unix(self, path: Path) -> socket.socket:
         """Bind an owner-only Unix socket; create the directory; replace a stale socket."""
-        where = f"appliance.admin: unix:{path}"
+        where = f"{self._where()}: unix:{path}"
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:

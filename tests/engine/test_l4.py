@@ -166,13 +166,26 @@ async def test_weighted_round_robin_over_1000_connections(appliance_factory, bac
         assert abs(c - expected) <= 0.05 * expected, counts
 
 
-async def test_port_in_use_names_the_virtual_server(appliance_factory):
+async def test_port_in_use_names_the_file_and_key(appliance_factory, tmp_path):
     holder = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = holder.sockets[0].getsockname()[1]
+    free = free_port()
     try:
         with pytest.raises(ListenError) as err:
             await appliance_factory(l4_config(port, '{ name = "a", address = "127.0.0.1:9" }'))
-        assert str(err.value) == f"virtual_server.l4: cannot listen on 127.0.0.1:{port}: address already in use"
+        assert str(err.value) == (
+            f"{tmp_path / 'appliance.toml'}: virtual_server.l4.listen: cannot listen on 127.0.0.1:{port}: "
+            "address already in use"
+        )
+        # of several addresses, the one in use
+        text = l4_config(port, '{ name = "a", address = "127.0.0.1:9" }').replace(
+            f'listen = "127.0.0.1:{port}"', f'listen = ["127.0.0.1:{free}", "127.0.0.1:{port}"]'
+        )
+        with pytest.raises(ListenError) as err:
+            await appliance_factory(text)
+        assert str(err.value).endswith(
+            f"appliance.toml: virtual_server.l4.listen[1]: cannot listen on 127.0.0.1:{port}: address already in use"
+        )
     finally:
         holder.close()
 
@@ -231,7 +244,7 @@ async def test_idle_timeout_closes_session(appliance_factory, backends, write_co
     writer.close()
 
 
-async def test_max_connections_per_virtual_server(appliance_factory, backends):
+async def test_max_connections_per_virtual_server(appliance_factory, backends, caplog):
     backend = await backends()
     port = free_port()
     app = await appliance_factory(
@@ -249,7 +262,18 @@ async def test_max_connections_per_virtual_server(appliance_factory, backends):
     except ConnectionResetError:
         pass
     assert app.stats.vs("l4").rejected == 1
-    for x in held + [w]:
+    # the refusal is logged; more within REFUSAL_LOG_SECONDS are counted into the next line
+    assert [r.getMessage() for r in caplog.records if "refused" in r.getMessage()] == [
+        "virtual_server l4: max_connections (2) reached: 1 connection(s) refused since the last such line"
+    ]
+    r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        assert await asyncio.wait_for(r2.read(1), 3) == b""
+    except ConnectionResetError:
+        pass
+    assert app.stats.vs("l4").rejected == 2
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
+    for x in held + [w, w2]:
         x.close()
 
 

@@ -154,7 +154,7 @@ async def test_stale_socket_is_replaced_and_live_one_refused(harness, backends, 
 
     harness.write(l4(free_port(), b.port))
     other = Appliance(load(harness.path))
-    with pytest.raises(ListenError, match="in use by another running appliance"):
+    with pytest.raises(ListenError, match=f"^{harness.path}: appliance.admin: unix:.*: in use by another running appliance$"):
         await other.start()
     assert (await harness.client().get("/api/v1/status"))[0] == 200
     assert app.admin_address
