@@ -84,7 +84,7 @@ class _Deadline:
     elsewhere too) so the attempt counts as a timeout.
     """
 
-    __slots__ = ("loop", "delay", "task", "handle", "expired", "over")
+    __slots__ = ("loop", "delay", "task", "handle", "expired", "over", "tls")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
         self.loop = loop
@@ -93,6 +93,11 @@ class _Deadline:
         self.handle: asyncio.TimerHandle | None = None
         self.expired = False
         self.over = False  # disarmed: the attempt is past the point the deadline covers
+        self.tls = False  # the TCP connection is up, the TLS handshake under way
+
+    def arm_tls(self) -> None:
+        self.tls = True
+        self.arm()
 
     def arm(self) -> None:
         if self.handle is None and not self.over:
@@ -174,6 +179,7 @@ async def dial(
     loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], P], host: str, port: int,
     first_data: bytes = b"", connected: Callable[[], None] | None = None,
     waiting: Callable[[], None] | None = None, tls: Any = None, tls_timeout: float = 0.0,
+    tls_waiting: Callable[[], None] | None = None,
 ) -> tuple[asyncio.Transport, P]:
     """`loop.create_connection` to `host`:`port`, sooner when the handshake is over at once.
 
@@ -194,7 +200,8 @@ async def dial(
     `connected` is called once the TCP connection is up, just before they leave (the
     caller stops its connect deadline there: a request that has left must not be counted
     a failed connect and sent to another server). `waiting` is called before the first
-    wait for the network (the caller starts its connect deadline there).
+    wait for the network (the caller starts its connect deadline there), `tls_waiting`
+    (if given, else `waiting`) before the TLS handshake.
     """
     waiter: asyncio.Future | None = None
     factory: Callable[[], Any] = protocol_factory
@@ -208,6 +215,8 @@ async def dial(
             waiting()
         transport, protocol = await loop.create_connection(factory, host, port)
         if waiter is not None:
+            if tls_waiting is not None:
+                tls_waiting()  # (its deadline runs already: only the phase changes)
             transport, protocol = await _tls_handshake(waiter, protocol)
         if first_data:
             transport.write(first_data)
@@ -237,7 +246,9 @@ async def dial(
             raise OSError(err, os.strerror(err))
         sent = 0
         if waiter is not None:
-            if waiting is not None:
+            if tls_waiting is not None:
+                tls_waiting()
+            elif waiting is not None:
                 waiting()  # the TLS handshake
         elif first_data:
             if connected is not None:
@@ -314,6 +325,7 @@ async def connect_server(
                     loop, protocol_factory, rs.address.host, rs.address.port, first_data,
                     None if deadline is None else deadline.disarm, None if deadline is None else deadline.arm,
                     tls, profile.timeout_connect if profile.timeout_connect > 0 else TLS_HANDSHAKE_SECONDS,
+                    None if deadline is None or tls is None else deadline.arm_tls,
                 )
             finally:
                 if deadline is not None:
@@ -331,7 +343,10 @@ async def connect_server(
         if exc is not None:
             # ValueError: a name the TLS layer refuses (IDNA), not the real server's fault
             pool.drop(rs)
-            reason = describe_error(exc)
+            if deadline is not None and deadline.tls and isinstance(exc, asyncio.TimeoutError):
+                reason = "TLS handshake timeout"  # the TCP connection was up
+            else:
+                reason = describe_error(exc)
             is_tls = isinstance(exc, (ssl.SSLError, ValueError))
             tls_failure = tls_failure or is_tls
             if is_tls and sni_from_request:

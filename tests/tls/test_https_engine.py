@@ -342,7 +342,7 @@ async def test_layer4_server_ssl_passes_the_half_close_on_and_keeps_the_answer(a
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
-async def test_server_ssl_resumes_sessions_and_a_silent_server_times_out(appliance_factory, pki, version):
+async def test_server_ssl_resumes_sessions_and_a_silent_server_times_out(appliance_factory, pki, version, caplog):
     reused: list[bool] = []
 
     async def handle(reader, writer):
@@ -389,6 +389,8 @@ async def test_server_ssl_resumes_sessions_and_a_silent_server_times_out(applian
         assert (await get()).endswith(b"\r\n\r\nok")
     assert reused == [False, True, True]  # one full handshake, then resumed sessions
     assert (await get("/mute")).startswith(b"HTTP/1.1 50")  # the TLS handshake never ends: timeout_connect
+    # the TCP connection was up: the log says which phase ran out of time
+    assert f"pool mute server m (127.0.0.1:{silent.getsockname()[1]}): TLS handshake timeout" in caplog.text
     silent.close()
     server.close()
 
