@@ -7,9 +7,8 @@ import errno
 import logging
 import socket
 import ssl
-from typing import Any, Callable
-
 from pathlib import Path
+from typing import Any, Callable
 
 from adc.config.model import Address, VirtualServer
 from adc.tls.termination import terminating
