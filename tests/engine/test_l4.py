@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from adc.engine.listener import ListenError
+from adc.engine.listener import ListenError, file_name
 from tests.conftest import free_port, no_adc_cycles
 
 
@@ -174,7 +174,7 @@ async def test_port_in_use_names_the_file_and_key(appliance_factory, tmp_path):
         with pytest.raises(ListenError) as err:
             await appliance_factory(l4_config(port, '{ name = "a", address = "127.0.0.1:9" }'))
         assert str(err.value) == (
-            f"{tmp_path / 'appliance.toml'}: virtual_server.l4.listen: cannot listen on 127.0.0.1:{port}: "
+            f"{file_name(tmp_path / 'appliance.toml')}: virtual_server.l4.listen: cannot listen on 127.0.0.1:{port}: "
             "address already in use"
         )
         # of several addresses, the one in use

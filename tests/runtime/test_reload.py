@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+from adc.engine.listener import file_name
 from tests.conftest import free_port
 from tests.runtime.conftest import PlainEcho, echo_roundtrip
 
@@ -154,7 +155,7 @@ async def test_invalid_reload_keeps_the_running_configuration(harness, backends)
     code, body = await c.post("/api/v1/reload")
     blocker.close()
     assert code == 422 and body["errors"] == [
-        f"{harness.path}: virtual_server.api.listen: cannot listen on 127.0.0.1:{busy}: address already in use"
+        f"{file_name(harness.path)}: virtual_server.api.listen: cannot listen on 127.0.0.1:{busy}: address already in use"
     ], body
     assert app.generation == 1
     assert list(app.engine.virtual_servers) == ["web"]
