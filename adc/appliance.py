@@ -109,20 +109,21 @@ class Appliance:
         """
         async with self._reload_lock:
             path = self.config.source
+            display = self.config.display or str(path)  # messages name the file as at start
             log.info("reload: reading %s", path)
             errors: list[str] = []
             try:
-                new = load(path)
+                new = load(path, display)
             except ConfigError as exc:
                 errors = list(exc.errors)
                 new = None
             except OSError as exc:
-                errors = [f"{path}: {exc.strerror or exc}"]
+                errors = [f"{display}: {exc.strerror or exc}"]
                 new = None
             if new is not None:
                 from adc.config.check import check_config
 
-                errors, warnings = check_config(new, str(path))
+                errors, warnings = check_config(new, display)
                 for line in warnings:
                     log.warning("reload: %s", line)
             if not errors and new is not None:

@@ -21,6 +21,7 @@ from adc.config.model import (
     BALANCING_METHODS,
     HASH_TYPES,
     HEALTH_TYPES,
+    MAX_WEIGHT,
     PERSISTENCE_TYPES,
     TLS_VERSIONS,
     VERIFY_CLIENT,
@@ -350,6 +351,7 @@ class _Loader:
             profiles=profiles,
             server_ssl=server_ssl,
             warnings=tuple(self.warnings),
+            display=self.display,
         )
 
     def table_or_error(self, parent: _Section, name: str, table: Any) -> _Section | None:
@@ -669,7 +671,7 @@ class _Loader:
             rs = RealServer(
                 name=name,
                 address=address,
-                weight=s.int_range("weight", 1, 0, 1000),
+                weight=s.int_range("weight", 1, 0, MAX_WEIGHT),
                 backup=s.get("backup", bool, False),
                 state=ServerState(state_text),
                 max_connections=s.int_range("max_connections", 0, 0),
@@ -899,11 +901,13 @@ def _request_hash_key(pool: Pool) -> str | None:
     return None
 
 
-def load(path: str | Path) -> Config:
-    """Load and validate a configuration file. Raises `ConfigError` with every error."""
-    display = str(path)
+def load(path: str | Path, display: str | None = None) -> Config:
+    """Load and validate a configuration file. Raises `ConfigError` with every error.
+
+    Messages name the file `display`, by default `path` as given.
+    """
     source = Path(path).expanduser().resolve()
-    return _Loader(source, display).load()
+    return _Loader(source, str(path) if display is None else display).load()
 
 
 def _ciphers(s: _Section) -> str:

@@ -37,6 +37,7 @@ HEALTH_TYPES = ("tcp", "http", "tls", "websocket")
 PERSISTENCE_TYPES = ("cookie", "source-ip")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 VERIFY_CLIENT = ("none", "optional", "required")
+MAX_WEIGHT = 1000  # a real server's weight is 0..MAX_WEIGHT (config, admin API, dashboard)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,9 @@ class Profile:
     buffer_bytes: int = 256 * 1024  # per-direction write-buffer high water mark
     connect_retries: int = 3  # other real servers tried after a failed connect
     client_ssl: ClientSSL | None = None
-    source: str = ""  # the file that defined it, for error messages ("" = built in)
+    # the file that defined it, for error messages (the main file's name for a built-in one);
+    # not part of what the profile is: a reload compares profiles by their settings
+    source: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +222,7 @@ class Config:
     profiles: dict[str, Profile]
     server_ssl: dict[str, ServerSSL] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    display: str = ""  # the main file as the operator named it, for messages (a reload names it so again)
 
     @property
     def base_dir(self) -> Path:

@@ -30,10 +30,11 @@ class Harness:
             head += f'admin_token = "{token}"\n'
         self.path.write_text(head + textwrap.dedent(body))
 
-    async def start(self, body: str, **kw) -> Appliance:
+    async def start(self, body: str, display: str | None = None, **kw) -> Appliance:
+        """`display`: the file's name as the operator gave it (`adc run appliance.toml`), if not the path."""
         self.token = kw.get("token")
         self.write(body, **kw)
-        self.appliance = Appliance(load(self.path))
+        self.appliance = Appliance(load(self.path, display))
         await self.appliance.start()
         return self.appliance
 

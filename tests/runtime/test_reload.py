@@ -166,6 +166,20 @@ async def test_invalid_reload_keeps_the_running_configuration(harness, backends)
     assert app.reloads_failed == 2
 
 
+async def test_reload_names_the_file_as_at_start_and_lists_only_what_changed(harness, backends):
+    b = await backends()
+    port, port2 = free_port(), free_port()
+    await harness.start(config({"web": port}, {"p": [b.port]}), display="appliance.toml")  # `adc run appliance.toml`
+    c = harness.client()
+    harness.write(config({"web": port, "api": port2}, {"p": [b.port]}))
+    code, body = await c.post("/api/v1/reload")
+    # the built-in profile "tcp" is the same profile whatever the file is called
+    assert code == 200 and body["changes"] == [f"virtual_server api added (listening on 127.0.0.1:{port2})"], body
+    harness.write(config({"web": port, "api": port2}, {"p": [b.port]}, method="fastest-first"))
+    code, body = await c.post("/api/v1/reload")
+    assert code == 422 and body["errors"] and all(e.startswith("appliance.toml: pool.p.method: ") for e in body["errors"]), body
+
+
 async def test_reload_keeps_admin_state_of_unchanged_servers(harness, backends):
     b1, b2, b3 = await backends(), await backends(), await backends()
     port = free_port()
