@@ -190,6 +190,8 @@ class DashboardApp(App[int]):
                 f"Terminal too small: {width}×{height}.\nadc dashboard needs at least {MIN_WIDTH}×{MIN_HEIGHT}.\n"
                 "Enlarge the window, or press q to quit."
             )
+        elif self._dirty:
+            self._render_all()  # what came while the terminal was too small (paused, it would wait)
 
     # ---------------------------------------------------------------- polling
     @work(exclusive=True, group="poll", exit_on_error=False)

@@ -24,7 +24,7 @@ ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("virtual_servers", "/api/v1/virtual_servers"),
     ("pools", "/api/v1/pools"),
     ("sessions", "/api/v1/sessions"),
-    ("events", "/api/v1/events?limit=100"),
+    ("events", f"/api/v1/events?limit={EVENTS_MAX}"),
     ("certificates", "/api/v1/certificates"),
 )
 

@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Static
 
-MAX_WEIGHT = 256
+from adc.config.model import MAX_WEIGHT
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -22,6 +22,7 @@ class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
         Binding("y", "confirm", "Confirm"),
+        Binding("q", "app.quit", "Quit", show=False),
         Binding("left,right", "switch_focus", "Move", show=False),
     ]
 

@@ -23,20 +23,41 @@ class Source(Protocol):
     async def request(self, method: str, path: str, body: Any = None) -> Answer: ...
 
 
+# fields every answer of adc's /api/v1/status carries: anything else is not adc's admin API
+STATUS_FIELDS = ("name", "version", "uptime", "generation")
+
+
 async def fetch_snapshot(source: Source, clock: Callable[[], float]) -> Snapshot:
-    """Read every endpoint the dashboard shows, concurrently; raises AdminUnreachable."""
-    results = await asyncio.gather(*(source.request("GET", path) for _, path in ENDPOINTS))
-    answers: dict[str, Any] = {}
-    for (key, path), (status, body) in zip(ENDPOINTS, results):
+    """Read every endpoint the dashboard shows; raises AdminUnreachable.
+
+    The status comes first, alone: only once it is known to be adc's admin API are the
+    others read (concurrently), so a dashboard pointed at another service, a virtual
+    server's port say, sends it one request per poll and says what it found.
+    """
+    key, path = ENDPOINTS[0]
+    status, body = await source.request("GET", path)
+    if status == 401:
+        raise AdminUnreachable(_refused(source, path))
+    if status != 200:
+        message = body.get("error") if isinstance(body, dict) else body
+        raise AdminUnreachable(f"admin API answered HTTP {status} to {path}: {message}")
+    if not isinstance(body, dict) or any(f not in body for f in STATUS_FIELDS):
+        raise AdminUnreachable(f"not an adc admin API (its answer to {path} is not adc's status)")
+    answers: dict[str, Any] = {key: body}
+    rest = ENDPOINTS[1:]
+    results = await asyncio.gather(*(source.request("GET", p) for _, p in rest))
+    for (key, path), (status, body) in zip(rest, results):
         if status == 401:
-            raise AdminUnreachable(f"admin API refused the token (HTTP 401 on {path})")
+            raise AdminUnreachable(_refused(source, path))
         if status == 200:
             answers[key] = body
-    if "status" not in answers:
-        status, body = results[0]
-        message = body.get("error") if isinstance(body, dict) else body
-        raise AdminUnreachable(f"admin API answered HTTP {status} to {ENDPOINTS[0][1]}: {message}")
     return Snapshot.from_answers(clock(), answers)
+
+
+def _refused(source: Source, path: str) -> str:
+    if getattr(source, "token", "") is None:
+        return f"admin API asks for a token (HTTP 401 on {path}): give --token, or the config file with admin_token"
+    return f"admin API refused the token (HTTP 401 on {path})"
 
 
 class StaticSource:

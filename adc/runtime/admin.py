@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote
 import httptools
 
 from adc import __version__, compiled
-from adc.config.model import ServerState
+from adc.config.model import MAX_WEIGHT, ServerState
 from adc.runtime import metrics
 
 if TYPE_CHECKING:
@@ -515,8 +515,8 @@ class AdminServer:
         weight = None
         if "weight" in body:
             weight = body["weight"]
-            if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 1000:
-                raise HTTPError(400, "weight: must be an integer 0..1000")
+            if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= MAX_WEIGHT:
+                raise HTTPError(400, f"weight: must be an integer 0..{MAX_WEIGHT}")
         events = self.appliance.events
         if state is not None and state is not rs.state:
             before = rs.state.value

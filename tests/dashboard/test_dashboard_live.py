@@ -173,3 +173,30 @@ async def test_live_websocket_tunnel_shown_and_closed(appliance_factory):
                 raise AssertionError("the tunnel was not closed")
             except ConnectionClosed:
                 pass
+
+
+async def test_another_service_on_the_admin_address_is_named_so_and_asked_once():
+    """An operator's slip: --admin pointed at a web service (a virtual server's port, say)."""
+    asked: list[bytes] = []
+
+    async def web_page(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(web_page, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    app = DashboardApp(AdminClient(address, timeout=WAIT_S), address=address, interval=None)
+    app.animation_level = "none"
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await app.poll_once()
+            await pilot.pause()
+            banner = app.query_one("#banner")
+            assert banner.has_class("-visible")
+            assert "not an adc admin API" in str(banner.render())
+            assert [a.split(b" ", 2)[1] for a in asked] == [b"/api/v1/status"]  # one request, not one per endpoint
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import time
 
 from dashboard_recorded import FRAMES, frame, load_frames
 
 from adc.dashboard.app import DashboardApp
-from adc.dashboard.model import RateTracker, Snapshot, pool_summary, sort_sessions, sparkline
+from adc.dashboard.model import ENDPOINTS, EVENTS_MAX, RateTracker, Snapshot, pool_summary, sort_sessions, sparkline
 from adc.dashboard.screens import ConfirmScreen, HelpScreen, MessageScreen, WeightScreen
 from adc.dashboard.widgets import KeyedTable, middle_cut
 
@@ -196,11 +197,13 @@ async def test_weight_input(static_app):
         await _select(pilot, app.query_one("#pool-table", KeyedTable), "server:web/web1")
         await pilot.press("w")
         assert isinstance(app.screen, WeightScreen)
-        await pilot.press("backspace", "9", "9", "9", "enter")  # out of range: refused in the dialog
+        await pilot.press("backspace", "1", "0", "0", "1", "enter")  # out of range: refused in the dialog
         assert isinstance(app.screen, WeightScreen)
-        await pilot.press("backspace", "backspace", "backspace", "3", "enter")
+        assert "0..1000" in str(app.screen.query_one("#weight-error").render())
+        # the configuration's whole range, above 256 too
+        await pilot.press("backspace", "backspace", "backspace", "backspace", "5", "0", "0", "enter")
         await app.workers.wait_for_complete()
-        assert ("POST", "/api/v1/pools/web/servers/web1", {"weight": 3}) in app.source.requests
+        assert ("POST", "/api/v1/pools/web/servers/web1", {"weight": 500}) in app.source.requests
 
 
 async def _ask_weight_5_for_web1(app: DashboardApp, pilot) -> None:
@@ -214,12 +217,12 @@ async def _ask_weight_5_for_web1(app: DashboardApp, pilot) -> None:
 
 
 async def test_weight_refused_by_the_api_is_reported(static_app):
-    replies = {("POST", "/api/v1/pools/web/servers/web1"): (400, {"error": "weight: must be 0..256"})}
+    replies = {("POST", "/api/v1/pools/web/servers/web1"): (400, {"error": "weight: must be an integer 0..1000"})}
     app = static_app(replies=replies)
     async with app.run_test(size=SIZE) as pilot:
         await _ask_weight_5_for_web1(app, pilot)
         assert not app.pending
-        assert any("weight: must be 0..256" in str(n.message) for n in app._notifications)
+        assert any("weight: must be an integer 0..1000" in str(n.message) for n in app._notifications)
 
 
 async def test_a_refusal_is_reported_as_written_not_as_markup(static_app):
@@ -331,9 +334,15 @@ async def test_pause_and_quit(static_app):
         assert app.paused and "PAUSED" in str(app.query_one("#status-line").render())
         await pilot.press("p")
         assert not app.paused
-        await pilot.press("2", "n")  # quit works even with a dialog open
-        await pilot.press("q")
+        await pilot.press("2")
+        await _select(pilot, app.query_one("#pool-table", KeyedTable), "server:web/web2")
+        await pilot.press("n")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("q")  # quit works with a confirmation open
+        await pilot.pause()
+        assert not app.is_running
     assert app.return_code == 0
+    assert app.source.requests == []  # nothing was confirmed
 
 
 async def test_too_small_says_so(static_app):
@@ -345,6 +354,42 @@ async def test_too_small_says_so(static_app):
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
         assert not app.screen.has_class("-too-small")
+
+
+async def test_data_polled_while_too_small_is_shown_once_enlarged_even_paused(static_app):
+    app = static_app()
+    async with app.run_test(size=(60, 20)) as pilot:
+        await _start(app, pilot)  # polled while too small: nothing drawn
+        assert app.query_one("#vs-table", KeyedTable).keys() == []
+        await pilot.press("p")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert app.paused and app.query_one("#vs-table", KeyedTable).keys() == ["db", "secure", "web"]
+
+
+class _AnswersWithout:
+    """A source whose admin API asks for a token that was not given (AdminClient with token=None)."""
+
+    token = None
+
+    async def request(self, method: str, path: str, body=None):
+        return 401, {"error": "token required"}
+
+
+async def test_a_missing_token_is_told_apart_from_a_refused_one():
+    from adc.dashboard.source import fetch_snapshot
+    from adc.runtime.admin_client import AdminUnreachable
+
+    try:
+        await fetch_snapshot(_AnswersWithout(), time.monotonic)
+    except AdminUnreachable as exc:
+        assert "asks for a token" in str(exc) and "--token" in str(exc)
+    else:
+        raise AssertionError("a 401 must not pass as a snapshot")
+
+
+def test_the_events_screen_asks_for_as_many_events_as_it_shows():
+    assert dict(ENDPOINTS)["events"] == f"/api/v1/events?limit={EVENTS_MAX}"
 
 
 async def test_broken_answers_never_end_the_dashboard(static_app):
