@@ -42,7 +42,7 @@ class RequestHead:
     keep_alive: bool
     body: BodyKind = BodyKind.NONE
     content_length: int | None = None
-    path: str = ""  # target without the query, percent-decoding not applied
+    path: str = ""  # target without the query, as routes see it (adc.http.parser.routing_path)
     host: str = ""  # Host without port, lower case
 
     def __init__(self, method: str, target: bytes, version: str, headers: Headers, keep_alive: bool,

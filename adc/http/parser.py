@@ -84,6 +84,48 @@ class _Stop(Exception):
         self.reason = reason
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def routing_path(path: str) -> str:
+    """The path as routes see it: the way real servers read it, not as the client spelled it.
+
+    Percent-escapes of unreserved characters are decoded (the others keep their escape, in
+    upper case), empty segments merged (`//`) and dot segments resolved (RFC 3986 §6.2.2,
+    §5.2.4), so `/%61dmin/./x`, `//admin/x` and `/x/../admin/x` all meet a route for
+    `/admin` (a deny rule, say), as they would meet the real server's `/admin`. NGINX
+    matches its locations the same way. The request itself goes on as the client wrote it.
+    """
+    if "%" not in path and "/." not in path and "//" not in path:
+        return path  # the usual path, already in normal form
+    if not path.startswith("/"):
+        return path  # "*"
+    if "%" in path:
+        pieces = path.split("%")
+        out = [pieces[0]]
+        for piece in pieces[1:]:
+            if len(piece) >= 2 and piece[0] in _HEX_DIGITS and piece[1] in _HEX_DIGITS:
+                char = chr(int(piece[:2], 16))
+                out.append((char if char in _UNRESERVED else "%" + piece[:2].upper()) + piece[2:])
+            else:
+                out.append("%" + piece)
+        path = "".join(out)
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment == "" or segment == ".":
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    if not segments:
+        return "/"
+    trailing = path.endswith("/") or path.endswith("/.") or path.endswith("/..")
+    return "/" + "/".join(segments) + ("/" if trailing else "")
+
+
 def _split_target(target: bytes) -> str:
     path = target.split(b"?", 1)[0]
     if path[:8].lower().startswith((b"http://", b"https://")):  # absolute-form
@@ -98,12 +140,12 @@ _HOST_VALUE = re.compile(rb"[A-Za-z0-9._~%!$&'()*+,;=-]+(:[0-9]*)?")
 
 
 def _host_only(value: bytes) -> str:
-    """A Host value (or authority) without its port, lower case."""
+    """A Host value (or authority) without its port, lower case, without a final dot."""
     h = value.decode("latin-1").strip().lower()
     if h[:1] == "[":
         end = h.find("]")
         return h[1:end] if end > 0 else h
-    return h.partition(":")[0]
+    return h.partition(":")[0].rstrip(".")
 
 
 class RequestParser:
@@ -323,7 +365,8 @@ class RequestParser:
             hosts is not None and len(hosts) == 1 and _HOST_VALUE.fullmatch(hosts[0]) is not None
             and b"transfer-encoding" not in index and b"content-length" not in index
         ):  # the usual request: one plain Host (a name or IPv4 address), no body
-            host_name = hosts[0].partition(b":")[0].lower().decode("latin-1")
+            # (a fully qualified name's final dot names the same host: "example.com." is "example.com")
+            host_name = hosts[0].partition(b":")[0].lower().decode("latin-1").rstrip(".")
             kind, length = BodyKind.NONE, None
         else:
             try:
@@ -337,13 +380,13 @@ class RequestParser:
             # name the methods the real servers allow (Allow), which it cannot know
             raise _Stop(501, "CONNECT is not supported")
         url = self._url
-        if b"#" in url:
+        if url.find(b"#") >= 0:  # (find: `in` on bytes raises and clears a TypeError inside)
             # no form of request target has one (RFC 9112 §3.2); a real server that reads
             # "/a#/../b" as "/b" would serve what the routes never saw
             raise _Stop(400, "fragment in the request target")
         if url[:1] == b"/":
             # origin-form; without a query the path is the whole target
-            path = url.decode("latin-1") if b"?" not in url else _split_target(url)
+            path = url.decode("latin-1") if url.find(b"?") < 0 else _split_target(url)
         else:
             if url[:8].lower().startswith((b"http://", b"https://")):
                 # absolute-form: a real server must use this authority and ignore Host
@@ -357,7 +400,9 @@ class RequestParser:
             path = _split_target(url)
         if kind is not BodyKind.NONE and p.should_upgrade():
             self._body_framing = b"Transfer-Encoding: chunked\r\n" if length is None else b"Content-Length: %d\r\n" % length
-        self._on_head(RequestHead(method, url, version, headers, p.should_keep_alive(), kind, length, path, host_name))
+        self._on_head(RequestHead(
+            method, url, version, headers, p.should_keep_alive(), kind, length, routing_path(path), host_name
+        ))
 
     def on_body(self, body: bytes) -> None:
         if not self._dead:

@@ -81,6 +81,26 @@ async def test_routes_and_404(appliance_factory, http_backends):
     assert web.requests == 0
 
 
+async def test_a_deny_route_holds_however_the_path_is_spelled(appliance_factory, http_backends):
+    web, api = await http_backends("web"), await http_backends("api")
+    port = free_port()
+    routes = '{ path_prefix = "/admin", respond = 403 }, { host = "api.example.com", pool = "api" }'
+    await appliance_factory(config(port, {"web": [web.port], "api": [api.port]}, routes))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for target in (b"/admin/x", b"/./admin/x", b"/x/../admin/x", b"/%61dmin/x", b"//admin/x", b"/%2E%2E/admin"):
+        writer.write(b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target)
+        status, _, _ = await read_response(reader)
+        assert status == 403, target
+    writer.write(b"GET /administration/../public HTTP/1.1\r\nHost: a\r\n\r\n")  # resolves to /public
+    status, _, body = await read_response(reader)
+    assert (status, body) == (200, b"web GET /administration/../public 0")  # sent on as the client wrote it
+    writer.write(b"GET /x HTTP/1.1\r\nHost: API.example.com.:80\r\n\r\n")  # a fully qualified name
+    status, _, body = await read_response(reader)
+    assert (status, body) == (200, b"api GET /x 0")
+    writer.close()
+    assert web.requests == 1
+
+
 async def test_server_connections_are_reused(appliance_factory, http_backends):
     web = await http_backends("web")
     port = free_port()

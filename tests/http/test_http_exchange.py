@@ -479,7 +479,13 @@ ATTACKS = {
 
 @pytest.mark.parametrize(
     "target, path",
-    [(b"/a/b?x=1", "/a/b"), (b"HTTP://A/x?y", "/x"), (b"http://a", "/"), (b"*", "*")],
+    [
+        (b"/a/b?x=1", "/a/b"), (b"HTTP://A/x?y", "/x"), (b"http://a", "/"), (b"*", "*"),
+        # routes see the path as a real server reads it (RFC 3986 normalisation)
+        (b"/./admin/x", "/admin/x"), (b"/x/../admin/x", "/admin/x"), (b"/%61dmin/x", "/admin/x"),
+        (b"//admin", "/admin"), (b"/%2e%2e/admin?q", "/admin"), (b"/../../admin/", "/admin/"), (b"/a/..", "/"),
+        (b"/a%2fb/%7euser", "/a%2Fb/~user"), (b"/100%", "/100%"), (b"http://a//x/./y", "/x/y"),
+    ],
 )
 def test_request_targets_route_on_their_path(target, path):
     method = b"OPTIONS" if target == b"*" else b"GET"
