@@ -61,6 +61,8 @@ _SIZE_UNITS = {
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_ORIGIN_TARGET = re.compile(r"/[!-~]*")  # a path (and query): visible ASCII, no spaces or controls
+_HOST_VALUE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]+)(:[0-9]{1,5})?")
 
 
 def _sni_problem(sni: str) -> str | None:
@@ -112,7 +114,7 @@ def parse_size(value: Any) -> int:
             raise ValueError(f"size must not be negative, got {value}")
         return value
     if isinstance(value, str):
-        m = _SIZE.match(value)
+        m = _SIZE.fullmatch(value)
         if m:
             return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
     raise ValueError(f"bad size {value!r} (bytes, or a string such as \"64KiB\", \"1MiB\")")
@@ -358,7 +360,7 @@ class _Loader:
         if not isinstance(table, dict):
             parent.error(name, f"expected a table, got {_type_name(table)}")
             return None
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             parent.error(name, "names may use letters, digits, '_', '-' and '.'")
         return _Section(self, parent.file, parent.key(name), table)
 
@@ -585,7 +587,7 @@ class _Loader:
         method = s.choice("method", BALANCING_METHODS, "round-robin")
         hash_on = s.get("hash_on", str, "source")
         if hash_on not in ("source", "uri", "host") and not (
-            hash_on.startswith(("header:", "cookie:")) and _HEADER_NAME.match(hash_on.split(":", 1)[1])
+            hash_on.startswith(("header:", "cookie:")) and _HEADER_NAME.fullmatch(hash_on.split(":", 1)[1])
         ):
             s.error("hash_on", f"must be source, uri, host, \"header:NAME\" or \"cookie:NAME\", got {hash_on!r}")
         hash_type = s.choice("hash_type", HASH_TYPES, "map-based")
@@ -627,7 +629,7 @@ class _Loader:
             rs = self.real_server(_Section(self, s.file, path, item), i)
             # a name is checked for duplicates even where the rest of its server is wrong
             name_ = rs.name if rs is not None else item.get("name")
-            if isinstance(name_, str) and _NAME.match(name_):
+            if isinstance(name_, str) and _NAME.fullmatch(name_):
                 if name_ in seen_names:
                     self.errors.append(f"{s.file}: {path}.name: duplicate server name {name_!r} (also servers[{seen_names[name_]}])")
                     continue
@@ -656,7 +658,7 @@ class _Loader:
         name = s.get("name", str, None)
         if name is None and "name" not in s.table:
             s.error("name", "is required")
-        elif name is not None and not _NAME.match(name):
+        elif name is not None and not _NAME.fullmatch(name):
             s.error("name", "names may use letters, digits, '_', '-' and '.'")
             name = None
         address = None
@@ -691,9 +693,17 @@ class _Loader:
         if not expect or not all(isinstance(x, int) and not isinstance(x, bool) and 100 <= x <= 599 for x in expect):
             s.error("expect", "expected a list of HTTP status codes (100..599)")
             expect = list(d.expect)
+        # the three go into the check's request line and Host field as written: nothing that
+        # could end a line or a field
         path = s.get("path", str, d.path)
-        if not path.startswith("/"):
-            s.error("path", f"must start with '/', got {path!r}")
+        if _ORIGIN_TARGET.fullmatch(path) is None or "#" in path:
+            s.error("path", f"expected a path starting with '/', without spaces, controls or '#', got {path!r}")
+        host = s.get("host", str, None)
+        if host is not None and _HOST_VALUE.fullmatch(host) is None:
+            s.error("host", f"expected a host name or address, with an optional port, got {host!r}")
+        method = s.get("method", str, d.method)
+        if _HEADER_NAME.fullmatch(method) is None:
+            s.error("method", f"expected an HTTP method such as GET or HEAD, got {method!r}")
         cfg = HealthCheck(
             type=kind,
             interval=s.conv("interval", parse_duration, d.interval),
@@ -703,8 +713,8 @@ class _Loader:
             fast_interval=s.conv("fast_interval", parse_duration, None),
             down_interval=s.conv("down_interval", parse_duration, None),
             path=path,
-            host=s.get("host", str, None),
-            method=s.get("method", str, d.method).upper(),
+            host=host,
+            method=method.upper(),
             expect=tuple(expect),
         )
         for key, value in (("interval", cfg.interval), ("fast_interval", cfg.fast_interval),
@@ -721,7 +731,7 @@ class _Loader:
         if "type" not in s.table:
             s.error("type", "is required (cookie or source-ip)")
         name = s.get("name", str, "ADCSRV")
-        if not _HEADER_NAME.match(name):
+        if not _HEADER_NAME.fullmatch(name):
             s.error("name", f"not a valid cookie name: {name!r}")
         cfg = Persistence(
             type=kind,
@@ -804,7 +814,7 @@ class _Loader:
                 s.error("host", f"a wildcard is written \"*.example.com\", got {host!r}")
         methods = s.get("methods", list, None)
         if methods is not None:
-            if not methods or not all(isinstance(m, str) and _HEADER_NAME.match(m) for m in methods):
+            if not methods or not all(isinstance(m, str) and _HEADER_NAME.fullmatch(m) for m in methods):
                 s.error("methods", "expected a non-empty list of method names")
                 methods = None
             else:

@@ -121,6 +121,21 @@ def test_health_check_intervals(write_config):
     ]
 
 
+def test_health_check_request_fields_cannot_break_the_request(write_config):
+    fields = 'path = "/ok z", host = "a\\r\\nX-Evil: 1", method = "GET /x HTTP/1.0\\r\\n"'
+    bad = GOOD.replace('health = { type = "tcp", interval = "500ms" }', f'health = {{ type = "http", {fields} }}')
+    assert errors_of(write_config, bad) == [
+        "appliance.toml: pool.chat.health.path: expected a path starting with '/', without spaces, controls or '#', got '/ok z'",
+        "appliance.toml: pool.chat.health.host: expected a host name or address, with an optional port, got 'a\\r\\nX-Evil: 1'",
+        "appliance.toml: pool.chat.health.method: expected an HTTP method such as GET or HEAD, got 'GET /x HTTP/1.0\\r\\n'",
+    ]
+    fine = 'path = "/healthz?full=1", host = "api.example.com:8443", method = "head"'
+    good = GOOD.replace('health = { type = "tcp", interval = "500ms" }', f'health = {{ type = "http", {fine} }}')
+    check = load(write_config(good)).pools["chat"].health
+    assert (check.path, check.host, check.method) == ("/healthz?full=1", "api.example.com:8443", "HEAD")
+    assert errors_of(write_config, GOOD.replace('name = "web1"', 'name = "web1\\n"'))  # no name ends in a newline
+
+
 def test_hash_type(write_config):
     text = GOOD.replace('method = "least-conn"', 'method = "uri-hash"\nhash_type = "consistent"')
     assert load(write_config(text)).pools["web"].hash_type == "consistent"
