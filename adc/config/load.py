@@ -120,6 +120,23 @@ def parse_size(value: Any) -> int:
     raise ValueError(f"bad size {value!r} (bytes, or a string such as \"64KiB\", \"1MiB\")")
 
 
+_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _host_problem(host: str) -> str:
+    """Why `host` is neither an IPv4 address nor a host name ("" if it is one)."""
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if all(label.isdigit() for label in labels):  # written as an IPv4 address: it must be one
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return "is not an IPv4 address"
+        return ""
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return "is not a host name (letters, digits, '-' and '_' between dots) or an IPv4 address"
+    return ""
+
+
 def parse_address(value: Any, *, allow_port_zero: bool = False) -> Address:
     """"host:port" or "[v6]:port" -> Address. Raises ValueError."""
     if not isinstance(value, str):
@@ -140,6 +157,9 @@ def parse_address(value: Any, *, allow_port_zero: bool = False) -> Address:
             raise ValueError(f"bad address {value!r} (expected \"host:port\")")
         if ":" in host:
             raise ValueError(f"bad address {value!r} (IPv6 is written \"[::1]:8080\")")
+        problem = _host_problem(host)
+        if problem:
+            raise ValueError(f"bad address {value!r}: {host!r} {problem}")
     if not port_text.isdigit():
         raise ValueError(f"bad address {value!r}: port {port_text!r} is not a number")
     port = int(port_text)
@@ -299,13 +319,15 @@ class _Loader:
 
         appliance = self.appliance(top.sub("appliance"))
         profiles_raw: dict[str, tuple[str, dict[str, Any]]] = {}
-        for pattern in appliance.include:
-            self.include(pattern, profiles_raw)
+        for i, pattern in enumerate(appliance.include):
+            if not self.include(pattern, profiles_raw) and not any(c in pattern for c in "*?["):
+                # a pattern may match nothing (no profiles/ yet); a file named outright must exist
+                self.errors.append(f"{self.display}: appliance.include[{i}]: {pattern}: file not found")
         inline = top.sub("profile")
         if inline is not None:
             for name, table in inline.table.items():
                 inline.used.add(name)
-                profiles_raw[name] = (self.display, table)
+                _add_profile(inline, name, self.display, table, profiles_raw)
         profiles = self.profiles(profiles_raw)
 
         server_ssl: dict[str, ServerSSL] = {}
@@ -370,7 +392,9 @@ class _Loader:
             return d
         admin = s.get("admin", str, d.admin)
         token = s.get("admin_token", str, None)
-        if admin and not admin.startswith("unix:") and admin != "off":
+        if admin == "unix:":
+            s.error("admin", "\"unix:\" needs the socket's path, e.g. \"unix:run/adc.sock\"")
+        elif admin and not admin.startswith("unix:") and admin != "off":
             try:
                 parse_address(admin)
             except ValueError as exc:
@@ -414,11 +438,13 @@ class _Loader:
             s.error("access_log", f"{path}: {exc.strerror or exc}")
         return str(path)
 
-    def include(self, pattern: str, out: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    def include(self, pattern: str, out: dict[str, tuple[str, dict[str, Any]]]) -> int:
+        """Read the profile files `pattern` matches; returns how many it matched."""
         base = self.source.parent
         full = pattern if Path(pattern).is_absolute() else str(base / pattern)
         display_base = str(Path(self.display).parent)
-        for match in sorted(glob.glob(full)):
+        matches = sorted(glob.glob(full))
+        for match in matches:
             path = Path(match)
             try:
                 rel = path.relative_to(base)
@@ -433,8 +459,9 @@ class _Loader:
             if sect is not None:
                 for name, table in sect.table.items():
                     sect.used.add(name)
-                    out[name] = (display, table)
+                    _add_profile(sect, name, display, table, out)
             top.finish()
+        return len(matches)
 
     # ---------------------------------------------------------------- profiles
 
@@ -909,6 +936,16 @@ def _request_hash_key(pool: Pool) -> str | None:
     if pool.method == "maglev" and pool.hash_on != "source":
         return pool.hash_on.replace(":", " ")
     return None
+
+
+def _add_profile(sect: "_Section", name: str, file: str, table: Any,
+                 out: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    """A profile's definition; a second one of the same name is an error, not a silent winner."""
+    first = out.get(name)
+    if first is not None:
+        sect.error(name, f"defined twice: also in {first[0]}")
+        return
+    out[name] = (file, table)
 
 
 def load(path: str | Path, display: str | None = None) -> Config:

@@ -220,6 +220,20 @@ def test_profile_files_and_inline_profiles(write_config, tmp_path):
     assert cfg.profiles["fast"].timeout_client == 2.0
     assert cfg.profiles["fast"].max_header_bytes == 8192
     assert cfg.profiles["tcp"].timeout_connect == 0.25
+    # one name, two definitions: an error naming both, whichever way round
+    (tmp_path / "profiles" / "slow.toml").write_text('[profile.fast]\ntype = "tcp"\n')
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert err.value.errors == [f"{tmp_path}/profiles/slow.toml: profile.fast: defined twice: also in {tmp_path}/profiles/fast.toml"]
+    (tmp_path / "profiles" / "slow.toml").unlink()
+    with pytest.raises(ConfigError) as err:
+        load(write_config(text + '[profile.fast]\ntype = "tcp"\n'))
+    assert err.value.errors == [f"{path}: profile.fast: defined twice: also in {tmp_path}/profiles/fast.toml"]
+
+
+def test_a_file_named_in_include_must_exist_a_pattern_may_match_nothing(write_config):
+    text = GOOD.replace('name = "t"', 'name = "t"\ninclude = ["profiles/*.toml", "extra.toml", "more/*.toml"]')
+    assert errors_of(write_config, text) == ["appliance.toml: appliance.include[1]: extra.toml: file not found"]
 
 
 def test_tcp_admin_requires_token(write_config):
@@ -264,6 +278,19 @@ def test_sizes_and_addresses():
         parse_size("lots")
     with pytest.raises(ValueError):
         parse_address("::1:8080")
+    for good in ("localhost:80", "0.0.0.0:8080", "a.b-c.example:1", "svc_1:9", "example.com.:443"):
+        assert parse_address(good).port > 0
+    for bad, why in (("999.1.1.1:80", "is not an IPv4 address"), ("1.2.3.4.5:80", "is not an IPv4 address"),
+                     ("exa mple:80", "is not a host name"), ("-a.example:80", "is not a host name")):
+        with pytest.raises(ValueError, match=why):
+            parse_address(bad)
+
+
+def test_an_empty_admin_socket_path_is_an_error(write_config):
+    text = GOOD.replace('admin = "off"', 'admin = "unix:"')
+    assert errors_of(write_config, text) == [
+        'appliance.toml: appliance.admin: "unix:" needs the socket\'s path, e.g. "unix:run/adc.sock"'
+    ]
 
 
 def test_adc_check_exit_codes(write_config, capsys):
