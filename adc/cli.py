@@ -87,10 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             demo = DemoServers(config)
             await demo.start()
-        appliance = Appliance(config)
         try:
-            await appliance.serve()
-        except ListenError as exc:
+            await Appliance(config).serve()
+        except ListenError as exc:  # (the access log is opened as the appliance is made)
             for line in str(exc).splitlines():
                 log.error("%s", line)
             return 1

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from adc.config.model import Address, Config, Profile, ProfileType, VirtualServer
 from adc.engine.l4 import L4Accept
 from adc.engine.l7 import ProtocolFactory
-from adc.engine.listener import ListenError, bound_addresses, listen, listen_where
+from adc.engine.listener import ListenError, access_log_error, bound_addresses, listen, listen_where
 from adc.pools.pool import PoolRuntime
 from adc.runtime.accesslog import AccessLog
 from adc.runtime.stats import Counters, Stats
@@ -114,7 +114,12 @@ class Engine:
     def __init__(self, config: Config, stats: Stats | None = None, access_log: AccessLog | None = None):
         self.config = config
         self.stats = stats or Stats()
-        self.access_log = access_log or AccessLog(config.appliance.access_log, config.appliance.access_log_format)
+        if access_log is None:
+            try:
+                access_log = AccessLog(config.appliance.access_log, config.appliance.access_log_format)
+            except OSError as exc:  # a file the checks let through (root passes os.access), say
+                raise ListenError(access_log_error(config, exc)) from None
+        self.access_log = access_log
         self.pools: dict[str, PoolRuntime] = {}
         self.virtual_servers: dict[str, VirtualServerRuntime] = {}
         self.retired: list[VirtualServerRuntime] = []  # removed by a reload, finishing their connections

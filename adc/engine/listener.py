@@ -10,7 +10,7 @@ import ssl
 from pathlib import Path
 from typing import Any, Callable
 
-from adc.config.model import Address, VirtualServer
+from adc.config.model import Address, Config, VirtualServer
 from adc.tls.termination import terminating
 
 log = logging.getLogger("adc.listener")
@@ -26,6 +26,12 @@ def file_name(source: Path) -> str:
         return str(source.relative_to(Path.cwd()))
     except ValueError:
         return str(source)
+
+
+def access_log_error(config: Config, exc: OSError) -> str:
+    """`FILE: appliance.access_log: cannot open PATH: why`, for a start or a reload."""
+    return (f"{file_name(config.source)}: appliance.access_log: cannot open {config.appliance.access_log}: "
+            f"{exc.strerror or exc}")
 
 
 def listen_where(source: Path, vs: VirtualServer, address: Address) -> str:

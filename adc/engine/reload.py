@@ -33,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from adc.config.model import Address, Config, ProfileType
-from adc.engine.listener import listen_where, protocol_factory
+from adc.engine.listener import access_log_error, listen_where, protocol_factory
 from adc.runtime.accesslog import AccessLog
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def _prepare_access_log(old: Config, new: Config, errors: list[str]) -> AccessLo
     try:
         return AccessLog(b.access_log, b.access_log_format)
     except OSError as exc:
-        errors.append(f"appliance.access_log: cannot open {b.access_log}: {exc.strerror or exc}")
+        errors.append(access_log_error(new, exc))
         return None
 
 

@@ -7,7 +7,11 @@ import os
 import signal
 import time
 
-from adc.engine.listener import file_name
+import pytest
+
+from adc.appliance import Appliance
+from adc.config.load import load
+from adc.engine.listener import ListenError, file_name
 from tests.conftest import free_port
 from tests.runtime.conftest import PlainEcho, echo_roundtrip
 
@@ -272,3 +276,21 @@ async def test_reload_to_an_access_log_that_cannot_be_opened_changes_nothing(har
     assert result["ok"] is False and any("appliance.access_log: directory" in e for e in result["errors"]), result
     assert app.generation == 1 and app.engine.pools["p"].config.method == "round-robin"
     assert await echo_roundtrip(port) == b"ping"
+
+
+@pytest.mark.skipif(not os.access("/proc", os.W_OK), reason="needs a path the checks let through: root's /proc")
+async def test_an_access_log_the_checks_let_through_but_cannot_open_is_one_clear_line(harness, backends):
+    b = await backends()
+    port = free_port()
+    # os.access says root may write anywhere, but nothing can be created in /proc
+    path = f"/proc/adc-test-{os.getpid()}.log"
+    line = f"{file_name(harness.path)}: appliance.access_log: cannot open {path}: No such file or directory"
+    harness.write(config({"web": port}, {"p": [b.port]}))
+    harness.path.write_text(harness.path.read_text().replace('access_log = "off"', f'access_log = "{path}"'))
+    with pytest.raises(ListenError) as err:  # `adc run` logs it and exits 1, before anything listens
+        Appliance(load(harness.path))
+    assert str(err.value) == line
+    app = await harness.start(config({"web": port}, {"p": [b.port]}))
+    harness.path.write_text(harness.path.read_text().replace('access_log = "off"', f'access_log = "{path}"'))
+    result = await app.reload()
+    assert result["ok"] is False and result["errors"] == [line], result
