@@ -520,6 +520,9 @@ class _Loader:
         if values["max_header_bytes"] < 1024:
             s.error("max_header_bytes", "must be at least 1KiB")
             values["max_header_bytes"] = d.max_header_bytes
+        if values["max_request_line"] < 64:  # below that, every request is a 414
+            s.error("max_request_line", "must be at least 64 bytes")
+            values["max_request_line"] = d.max_request_line
         if values["buffer_bytes"] < 4096:
             s.error("buffer_bytes", "must be at least 4KiB")
             values["buffer_bytes"] = d.buffer_bytes

@@ -286,6 +286,11 @@ def test_sizes_and_addresses():
             parse_address(bad)
 
 
+def test_a_request_line_limit_no_request_fits_is_an_error(write_config):
+    text = GOOD + '\n[profile.tiny]\ntype = "http"\nmax_request_line = 0\n'
+    assert errors_of(write_config, text) == ["appliance.toml: profile.tiny.max_request_line: must be at least 64 bytes"]
+
+
 def test_an_empty_admin_socket_path_is_an_error(write_config):
     text = GOOD.replace('admin = "off"', 'admin = "unix:"')
     assert errors_of(write_config, text) == [
