@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from adc import __version__
 
 DEFAULT_CONFIG = "appliance.toml"
+TOKEN_ENV = "ADC_ADMIN_TOKEN"  # the admin token for status, reload and dashboard
 
 
 def _setup_logging(level: str = "info") -> None:
@@ -139,14 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
         p.add_argument("--admin", help="admin address (default: from the configuration file)")
+        _token_option(p)
         p.set_defaults(func=_admin_command(name))
 
     p = sub.add_parser("dashboard", help="the terminal dashboard")
     p.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
     p.add_argument("--admin", help="admin address: unix:PATH or host:port")
-    p.add_argument("--token", help="admin token for a TCP admin address")
+    _token_option(p)
     p.set_defaults(func=_dashboard)
     return parser
+
+
+def _token_option(p: argparse.ArgumentParser) -> None:
+    # from the environment by default: a token on the command line shows in `ps`
+    p.add_argument(
+        "--token", default=os.environ.get(TOKEN_ENV) or None,
+        help=f"admin token for a TCP admin address (default: ${TOKEN_ENV}, else the file's admin_token)",
+    )
 
 
 def _admin_command(name: str):

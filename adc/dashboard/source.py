@@ -12,7 +12,7 @@ import asyncio
 import copy
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from adc.runtime.admin_client import AdminUnreachable
+from adc.runtime.admin_client import AdminUnreachable, token_refused
 
 from .model import ENDPOINTS, Snapshot
 
@@ -55,9 +55,7 @@ async def fetch_snapshot(source: Source, clock: Callable[[], float]) -> Snapshot
 
 
 def _refused(source: Source, path: str) -> str:
-    if getattr(source, "token", "") is None:
-        return f"admin API asks for a token (HTTP 401 on {path}): give --token, or the config file with admin_token"
-    return f"admin API refused the token (HTTP 401 on {path})"
+    return token_refused(getattr(source, "token", "x"), path)  # (a source without a token: refused)
 
 
 class StaticSource:

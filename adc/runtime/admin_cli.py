@@ -7,7 +7,9 @@ import asyncio
 import sys
 from typing import Any, Sequence
 
-from adc.runtime.admin_client import AdminClient, AdminUnreachable, admin_address_from_config, resolve_admin
+from adc.runtime.admin_client import (
+    AdminClient, AdminUnreachable, admin_address_from_config, resolve_admin, token_refused,
+)
 
 
 def _target(args: argparse.Namespace) -> AdminClient:
@@ -71,7 +73,9 @@ def human_duration(seconds: float) -> str:
     return f"{seconds:.1f}s"
 
 
-def _ok(status: int, body: Any, what: str) -> Any:
+def _ok(status: int, body: Any, what: str, client: AdminClient, path: str) -> Any:
+    if status == 401:
+        raise AdminUnreachable(token_refused(client.token, path))
     if status != 200:
         message = body.get("error") if isinstance(body, dict) else body
         raise AdminUnreachable(f"{what}: HTTP {status}: {message}")
@@ -79,9 +83,12 @@ def _ok(status: int, body: Any, what: str) -> Any:
 
 
 async def status(client: AdminClient) -> str:
-    st = _ok(*await client.get("/api/v1/status"), "status")
-    vss = _ok(*await client.get("/api/v1/virtual_servers"), "virtual servers")["virtual_servers"]
-    pools = _ok(*await client.get("/api/v1/pools"), "pools")["pools"]
+    async def get(path: str, what: str) -> Any:
+        return _ok(*await client.get(path), what, client, path)
+
+    st = await get("/api/v1/status", "status")
+    vss = (await get("/api/v1/virtual_servers", "virtual servers"))["virtual_servers"]
+    pools = (await get("/api/v1/pools", "pools"))["pools"]
     totals = st.get("totals", {})
     out = [
         f"{st['name']} (adc {st['version']}, pid {st['pid']}), up {human_duration(st['uptime'])}, "
@@ -127,6 +134,8 @@ async def status(client: AdminClient) -> str:
 
 async def reload(client: AdminClient) -> tuple[int, str]:
     code, body = await client.post("/api/v1/reload")
+    if code == 401:
+        return 1, f"reload: {token_refused(client.token, '/api/v1/reload')}"
     if not isinstance(body, dict) or "ok" not in body:
         message = body.get("error") if isinstance(body, dict) else body
         return 1, f"reload: HTTP {code}: {message}"

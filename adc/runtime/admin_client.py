@@ -130,6 +130,14 @@ class AdminClient:
         return await self.request("DELETE", path)
 
 
+def token_refused(token: str | None, path: str) -> str:
+    """What a 401 from the admin API means, for the operator (status, reload, dashboard)."""
+    if not token:
+        return (f"admin API asks for a token (HTTP 401 on {path}): give --token or $ADC_ADMIN_TOKEN, "
+                "or the config file with admin_token")
+    return f"admin API refused the token (HTTP 401 on {path})"
+
+
 def _split_host_port(address: str) -> tuple[str, int]:
     text = address.strip()
     if text.startswith("["):

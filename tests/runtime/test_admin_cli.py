@@ -56,6 +56,30 @@ async def test_admin_override_and_tcp_token(harness, backends, capsys):
     assert code == 0 and "front" in capsys.readouterr().out
 
 
+async def test_token_from_the_option_or_the_environment(harness, backends, capsys, monkeypatch, tmp_path):
+    """A file without admin_token (an operator's copy, say): --token or $ADC_ADMIN_TOKEN gives it."""
+    b = await backends()
+    admin = f"127.0.0.1:{free_port()}"
+    await harness.start(body(free_port(), b.port), admin=admin, token="tok")
+    bare = tmp_path / "bare.toml"
+    bare.write_text(f'[appliance]\nadmin = "{admin}"\n')
+    monkeypatch.delenv("ADC_ADMIN_TOKEN", raising=False)
+
+    code = await asyncio.to_thread(cli_main, ["status", str(bare)])
+    err = capsys.readouterr().err
+    assert code == 1 and "asks for a token" in err and "--token" in err and "ADC_ADMIN_TOKEN" in err
+    code = await asyncio.to_thread(cli_main, ["reload", str(bare), "--token", "wrong"])
+    assert code == 1 and "refused the token" in capsys.readouterr().err
+
+    code = await asyncio.to_thread(cli_main, ["status", str(bare), "--token", "tok"])
+    assert code == 0 and "front" in capsys.readouterr().out
+    monkeypatch.setenv("ADC_ADMIN_TOKEN", "tok")
+    code = await asyncio.to_thread(cli_main, ["reload", str(bare)])
+    assert code == 0 and "reloaded: generation 2" in capsys.readouterr().out
+    code = await asyncio.to_thread(cli_main, ["status", str(bare), "--token", "wrong"])  # the option wins
+    assert code == 1 and "refused the token" in capsys.readouterr().err
+
+
 async def test_unreachable_exits_non_zero(tmp_path, capsys):
     cfg = tmp_path / "appliance.toml"
     cfg.write_text('[appliance]\nadmin = "unix:run/adc.sock"\n')
