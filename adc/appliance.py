@@ -51,20 +51,27 @@ class Appliance:
     # ------------------------------------------------------------------ start / stop
 
     async def start(self) -> None:
-        """Open listeners, start health checks and the admin API. Raises ListenError."""
-        await self.engine.start()
-        try:
-            self._start_health()
-            if self.config.appliance.admin != "off":
-                from adc.runtime.admin import AdminListenError, AdminServer
+        """Start the admin API, open listeners, start health checks. Raises ListenError.
 
-                self.admin = AdminServer(self)
-                try:
-                    await self.admin.start()
-                except AdminListenError as exc:
-                    self.admin = None
-                    raise ListenError(str(exc)) from None
+        The admin address is bound first: an appliance that cannot be managed must not
+        take traffic, even for a moment, before it gives up.
+        """
+        if self.config.appliance.admin != "off":
+            from adc.runtime.admin import AdminListenError, AdminServer
+
+            self.admin = AdminServer(self)
+            try:
+                await self.admin.start()
+            except AdminListenError as exc:
+                self.admin = None
+                raise ListenError(str(exc)) from None
+        try:
+            await self.engine.start()
+            self._start_health()
         except BaseException:
+            if self.admin is not None:
+                await self.admin.stop()
+                self.admin = None
             await self._stop_health()
             await self.engine.stop(0)
             raise

@@ -158,6 +158,7 @@ async def test_stale_socket_is_replaced_and_live_one_refused(harness, backends, 
     where = re.escape(f"{file_name(harness.path)}: appliance.admin: unix:")
     with pytest.raises(ListenError, match=f"^{where}.*: in use by another running appliance$"):
         await other.start()
+    assert not other.engine.virtual_servers  # the admin address comes first: no listener was opened
     assert (await harness.client().get("/api/v1/status"))[0] == 200
     assert app.admin_address
 
