@@ -824,6 +824,13 @@ class _Loader:
                     f"{s.file}: {s.key('pool')}: pool {pool!r} hashes on the request's {key}, which a tcp "
                     "virtual server does not read: its connections are hashed on the client address"
                 )
+            persistence = pools[pool].persistence
+            if persistence is not None and persistence.type == "cookie":
+                self.warnings.append(
+                    f"{s.file}: {s.key('pool')}: pool {pool!r} persists by cookie, which a tcp virtual "
+                    "server can neither set nor read: its connections are balanced without persistence "
+                    "(source-ip persistence works at Layer 4)"
+                )
         vs = VirtualServer(
             name=name,
             listen=tuple(listen),

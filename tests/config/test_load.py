@@ -444,6 +444,13 @@ def test_settings_a_profile_or_a_virtual_server_cannot_use_are_warnings(write_co
     listen = "127.0.0.1:9002"
     profile = "tcp"
     pool = "by-source"
+    [virtual_server.sticky]
+    listen = "127.0.0.1:9003"
+    profile = "tcp"
+    pool = "by-cookie"
+    [pool.by-cookie]
+    persistence = { type = "cookie" }
+    servers = [{ name = "a", address = "127.0.0.1:9104" }]
     [pool.by-path]
     method = "uri-hash"
     servers = [{ name = "a", address = "127.0.0.1:9101" }]
@@ -465,5 +472,8 @@ def test_settings_a_profile_or_a_virtual_server_cannot_use_are_warnings(write_co
         "does not read: its connections are hashed on the client address",
         f"{src}: virtual_server.raw2.pool: pool 'by-user' hashes on the request's header X-User, which a tcp "
         "virtual server does not read: its connections are hashed on the client address",
+        f"{src}: virtual_server.sticky.pool: pool 'by-cookie' persists by cookie, which a tcp virtual server can "
+        "neither set nor read: its connections are balanced without persistence (source-ip persistence works at "
+        "Layer 4)",
     )
     assert config.profiles["raw"].timeout_client == 60.0
