@@ -662,7 +662,7 @@ class ClientProtocol:
         self._start_tunnel(action)
 
     def _do_count(self, action: Count) -> None:
-        self._count(action.name)
+        self._count(action.name, action.detail)
 
     def _sync_reading(self) -> None:
         t = self.transport
@@ -992,13 +992,16 @@ class ClientProtocol:
         if status >= 500 or status in (400, 408, 414, 431):
             log.info("virtual_server %s: %s: answered %d: %s", self.vs.name, self.client, status, reason)
 
-    def _count(self, name: str) -> None:
+    def _count(self, name: str, detail: str = "") -> None:
         counters = self.vs.counters
         if name == "websocket_refused":
             counters.upgrades_stripped += 1
-        elif name == "response_framing_violation":
+        elif name == "response_framing_violation" or name == "stray_response_bytes":
             counters.error("protocol")
-            log.warning("virtual_server %s: a real server sent a forbidden Transfer-Encoding", self.vs.name)
+            conn = self.server or self.request_server
+            rs = None if conn is None else conn.rs
+            where = "a real server" if rs is None else f"pool {rs.pool.name} server {rs.name} ({rs.address})"
+            log.warning("virtual_server %s: %s: %s", self.vs.name, where, detail)
         elif name == "websocket_upgrade":
             counters.upgrades_attempted += 1
 

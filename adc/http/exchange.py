@@ -178,9 +178,11 @@ class Count:
     """A counter the engine increments (e.g. `websocket_refused`)."""
 
     name: str
+    detail: str  # what happened, for the log line (a framing violation's nature)
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, detail: str = "") -> None:
         self.name = name
+        self.detail = detail
 
 
 @dataclass(slots=True, init=False)
@@ -778,10 +780,15 @@ class Exchange:
         """
         self._rparser.close()
         if self.phase is not Phase.TUNNEL and self.phase is not Phase.CLOSING:
-            for action in self._out:
+            # counted before the connection is released, so that the log can name its server
+            at = len(self._out)
+            for i, action in enumerate(self._out):
                 if isinstance(action, ReleaseServer):
                     action.reusable = False
-            self._out.append(Count("response_framing_violation"))
+                    at = min(at, i)
+            self._out.insert(at, Count(
+                "stray_response_bytes", "bytes after the end of a response; the connection is not reused"
+            ))
         return True
 
     def _response_head(self, resp: ResponseHead) -> None:
@@ -847,10 +854,15 @@ class Exchange:
             req.facts.status = 101
             req.facts.upgrade = "tunnel"
             start = b"HTTP/1.1 101 %s" % (resp.reason or b"Switching Protocols")
-            if req.set_cookie is None and plain_upgrade(resp.headers.lowered):  # type: ignore[attr-defined]
+            violation = resp.framing_violation
+            if violation is not None:  # a 101 has no body: its framing fields do not go on
+                self._out.append(Count("response_framing_violation", f"{violation}: not passed on"))
+            if req.set_cookie is None and violation is None and plain_upgrade(resp.headers.lowered):  # type: ignore[attr-defined]
                 self._out.append(SendToClient(b"%s\r\n%s\r\n" % (start, header_lines(resp.headers))))
             else:
                 headers = strip_hop_by_hop(resp.headers, (b"upgrade", b"connection"))
+                if violation is not None:
+                    headers = without(headers, _FRAMING_FIELDS)
                 if req.set_cookie is not None:
                     headers.append((b"Set-Cookie", req.set_cookie))
                 self._out.append(SendToClient(serialize(start, headers)))
@@ -865,7 +877,9 @@ class Exchange:
         if req.websocket:
             req.facts.upgrade = "declined"
         if resp.framing_violation is not None:
-            self._out.append(Count("response_framing_violation"))
+            self._out.append(Count(
+                "response_framing_violation", f"{resp.framing_violation}: not passed on; the connection is not reused"
+            ))
         client_10 = req.head.version == "1.0"
         req.dechunk = client_10 and resp.body is BodyKind.CHUNKED
         req.close_after = (

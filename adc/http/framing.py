@@ -49,6 +49,10 @@ def transfer_codings(headers: Headers) -> list[str] | None:
     return codings
 
 
+def _has_empty_member(values: list[bytes]) -> bool:
+    return any(not member.strip() for value in values for member in value.split(b","))
+
+
 def request_framing(headers: Headers, version: str) -> tuple[BodyKind, int | None]:
     """Body framing of a request (RFC 9112 §6.3), refusing anything ambiguous."""
     codings = transfer_codings(headers)
@@ -106,8 +110,16 @@ def response_framing(
     if codings is not None:
         if any(n.lower() == b"content-length" for n, _ in headers):
             raise FramingError(502, "response with both Content-Length and Transfer-Encoding")
-        if codings and codings[-1] == "chunked" and codings.count("chunked") == 1:
-            return BodyKind.CHUNKED, None, None
+        if "chunked" in codings:
+            # Where the parser and a client could read a different end: chunked applied
+            # twice (RFC 9112 §7.1 forbids it), or beside an empty list element, which
+            # parsers split differently. Refused, never passed on.
+            if codings.count("chunked") > 1:
+                raise FramingError(502, "response with chunked applied more than once")
+            if _has_empty_member(get_all(headers, b"transfer-encoding")):
+                raise FramingError(502, "response Transfer-Encoding with an empty list member")
+            if codings[-1] == "chunked":
+                return BodyKind.CHUNKED, None, None
         return BodyKind.CLOSE, None, None
     length = content_length(headers, 502)
     if length is None:

@@ -135,6 +135,11 @@ def _split_target(target: bytes) -> str:
     return path.decode("latin-1")
 
 
+# A request line's start with a method token (RFC 9110 §9.1, §5.6.2)
+_EXTENSION_METHOD = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ ")
+# what a reason phrase may not hold (RFC 9112 §4: HTAB, SP, VCHAR, obs-text)
+_REASON_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
 # A Host value that needs no trimming: a name or IPv4 address, an optional port.
 _HOST_VALUE = re.compile(rb"[A-Za-z0-9._~%!$&'()*+,;=-]+(:[0-9]*)?")
 
@@ -146,6 +151,15 @@ def _host_only(value: bytes) -> str:
         end = h.find("]")
         return h[1:end] if end > 0 else h
     return h.partition(":")[0].rstrip(".")
+
+
+def _port(value: bytes, default: int) -> int:
+    """The port of a Host value or authority, `default` when it names none (RFC 9110 §4.2.1-2)."""
+    colon = value.rfind(b":")
+    if colon < 0 or colon < value.rfind(b"]"):
+        return default
+    digits = value[colon + 1 :].strip()
+    return int(digits) if digits.isdigit() else default
 
 
 class RequestParser:
@@ -277,7 +291,12 @@ class RequestParser:
         except httptools.HttpParserInvalidURLError:
             self._fail(400, "invalid request target")
         except httptools.HttpParserInvalidMethodError:
-            self._fail(400, "invalid method")
+            if self._completed == completed and _EXTENSION_METHOD.match(data.lstrip(b"\r\n")) is not None:
+                # a well-formed method the parser has no entry for (its method set is fixed):
+                # not implemented (RFC 9110 §9.1), rather than a malformed request
+                self._fail(501, "method not implemented")
+            else:
+                self._fail(400, "invalid method")
         except httptools.HttpParserError as exc:
             self._fail(400, str(exc) or "malformed request")
         else:
@@ -391,8 +410,15 @@ class RequestParser:
             if url[:8].lower().startswith((b"http://", b"https://")):
                 # absolute-form: a real server must use this authority and ignore Host
                 # (RFC 9112 §3.2.2), so routes must see the same name, or the request is refused
-                authority = url.split(b"//", 1)[1].split(b"/", 1)[0].split(b"?", 1)[0].rsplit(b"@", 1)[-1]
-                if not authority or _host_only(authority) != host_name:
+                authority = url.split(b"//", 1)[1].split(b"/", 1)[0].split(b"?", 1)[0]
+                if authority.find(b"@") >= 0:  # RFC 9110 §4.2.4: userinfo is an error
+                    raise _Stop(400, "userinfo in the request target")
+                default = 443 if url[4:5] in (b"s", b"S") else 80
+                hosts = index.get(b"host")
+                if (
+                    not authority or _host_only(authority) != host_name
+                    or not hosts or _port(authority, default) != _port(hosts[0], default)
+                ):
                     raise _Stop(400, "Host does not match the request target")
             elif url != b"*" or method != "OPTIONS":
                 # another scheme's URL (its authority unchecked), or "*" with a method other than OPTIONS
@@ -627,6 +653,12 @@ class ResponseParser:
         p = self._parser
         version = p.get_http_version()
         status = p.get_status_code()
+        if version != "1.1" and version != "1.0":
+            raise _Stop(502, f"response version HTTP/{version}")
+        if status > 599:  # RFC 9110 §15: 100..599
+            raise _Stop(502, f"invalid response status {status}")
+        if _REASON_CONTROL.search(self._reason) is not None:
+            raise _Stop(502, "control character in the response's reason phrase")
         if status < 200 and status not in _INTERIM_WITHOUT_BODY and status != 101:
             # llhttp would read a body after it (by its framing, or up to the close)
             raise _Stop(502, f"unknown interim status {status}")

@@ -345,3 +345,54 @@ def test_absolute_form_target_must_match_host():
     assert isinstance(ok[0], RequestHead) and ok[0].path == "/x" and ok[0].host == "good.example"
     bad = RequestParser().receive_data(b"GET http://admin.example/ HTTP/1.1\r\nHost: public.example\r\n\r\n")
     assert isinstance(bad[0], Malformed) and bad[0].status == 400
+
+
+@pytest.mark.parametrize("target, host, ok", [
+    (b"http://a:81/", b"a", False),  # the real server would serve port 81's site
+    (b"http://a/", b"a:81", False),
+    (b"https://a/", b"a:443", True),  # a default port, written or not, is the same authority
+    (b"http://a:80/", b"a", True),
+    (b"http://[::1]:8080/", b"[::1]:8080", True),
+    (b"http://u@a/", b"a", False),  # userinfo (RFC 9110 §4.2.4)
+    (b"http://u:p@a/", b"a", False),
+])
+def test_absolute_form_authority_is_compared_with_its_port(target, host, ok):
+    events = RequestParser().receive_data(b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert isinstance(events[0], RequestHead) if ok else events[0].status == 400
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"X-CUSTOM / HTTP/1.1\r\nHost: a\r\n\r\n", 501),  # a method token the parser has no entry for
+    (b"\r\nFOO / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+    (b"get / HTTP/1.1\r\nHost: a\r\n\r\n", 501),  # methods are case-sensitive: an unknown one
+    (b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),  # not a token
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nG@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+])
+def test_unknown_method_tokens_are_not_implemented(data, status):
+    events = RequestParser().receive_data(data)
+    assert isinstance(events[-1], Malformed) and events[-1].status == status
+
+
+@pytest.mark.parametrize("head, reason", [
+    (b"HTTP/2.0 200 OK\r\n", "response version HTTP/2.0"),
+    (b"HTTP/0.9 200 OK\r\n", "response version HTTP/0.9"),
+    (b"HTTP/1.1 600 Odd\r\n", "invalid response status 600"),
+    (b"HTTP/1.1 200 O\x01K\r\n", "control character in the response's reason phrase"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n", "response with chunked applied more than once"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+     "response with chunked applied more than once"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n", "response Transfer-Encoding with an empty list member"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, ,chunked\r\n",
+     "response Transfer-Encoding with an empty list member"),
+])
+def test_responses_a_client_could_read_otherwise_are_refused(head, reason):
+    r = ResponseParser()
+    r.expect("GET")
+    assert r.receive_data(head + b"\r\n5\r\nhello\r\n0\r\n\r\n") == [Malformed(502, reason)]
+
+
+@pytest.mark.parametrize("te, kind", [(b"gzip, chunked", BodyKind.CHUNKED), (b"chunked, gzip", BodyKind.CLOSE)])
+def test_response_transfer_codings_still_accepted(te, kind):
+    r = ResponseParser()
+    r.expect("GET")
+    assert r.receive_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + te + b"\r\n\r\n")[0].body is kind
