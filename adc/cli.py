@@ -111,7 +111,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
     certs_dir = Path(args.dir)
     if args.action == "init":
-        return certs.cmd_certs_init(certs_dir, args.name or [], args.key_type)
+        return certs.cmd_certs_init(certs_dir, args.name or [], args.key_type, args.force)
     return certs.cmd_certs_show(certs_dir)
 
 
@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="certs", help="certificate directory (default: ./certs)")
     p.add_argument("--name", action="append", help="extra DNS name or IP for the server certificate")
     p.add_argument("--key-type", default="ecdsa", choices=["ecdsa", "rsa"])
+    p.add_argument("--force", action="store_true",
+                   help="init: replace a server certificate the development CA did not issue, or half a CA")
     p.set_defaults(func=cmd_certs)
 
     for name, helptext in (("status", "show the running appliance"), ("reload", "reload the configuration")):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -223,28 +223,58 @@ def init(
     key_type: str = "ecdsa",
     days: int = SERVER_DAYS,
     new_ca: bool = False,
+    force: bool = False,
 ) -> list[Path]:
     """Make the development CA (unless one is there already) and a server certificate.
 
     The server certificate covers localhost, 127.0.0.1 and ::1 plus `names`. An existing
     CA (ca.pem + ca.key) is kept so that clients which trust it keep working; `new_ca=True`
-    replaces it. Returns the files written.
+    replaces it. A server certificate is replaced only when it is one this CA issued (a
+    development certificate) or with `force`: an operator's own pair, or half a CA, is never
+    overwritten silently (ValueError). Returns the files written.
     """
     d = Path(certs_dir)
     kind = _key_type(key_type)
     d.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    if not new_ca and (d / CA_CERT).is_file() and (d / CA_KEY).is_file():
+    has_ca = [(d / n).exists() for n in (CA_CERT, CA_KEY)]
+    if not force and not new_ca and any(has_ca) and not all(has_ca):
+        present, missing = (CA_CERT, CA_KEY) if has_ca[0] else (CA_KEY, CA_CERT)
+        raise ValueError(f"{d / present} is there without {d / missing}: not replaced (--force replaces both)")
+    if not new_ca and all(has_ca):
         ca_cert, ca_key = load_ca(d)
     else:
+        if not force and not new_ca and ((d / SERVER_CERT).exists() or (d / SERVER_KEY).exists()):
+            # no CA here: whatever the server files are, a new CA did not issue them
+            raise ValueError(f"{d / SERVER_CERT} and {d / SERVER_KEY} are there without a development CA: "
+                             "not replaced (--force replaces them)")
         ca_cert, ca_key = make_ca(key_type=kind)
         write_pair(d / CA_CERT, d / CA_KEY, ca_cert, ca_key)
         written += [d / CA_CERT, d / CA_KEY]
     all_names = list(dict.fromkeys([*DEFAULT_NAMES, *(n.strip() for n in names if n.strip())]))
+    if not force and not new_ca:
+        _check_replaceable(d, ca_cert)
     cert, key = issue_cert(ca_cert, ca_key, all_names, key_type=kind, days=days)
     write_pair(d / SERVER_CERT, d / SERVER_KEY, cert, key, chain=(ca_cert,))
     written += [d / SERVER_CERT, d / SERVER_KEY]
     return written
+
+
+def _check_replaceable(d: Path, ca_cert: x509.Certificate) -> None:
+    """ValueError unless the server pair is absent or a development certificate of `ca_cert`."""
+    cert_file, key_file = d / SERVER_CERT, d / SERVER_KEY
+    if not cert_file.exists():
+        if key_file.exists():
+            raise ValueError(f"{key_file} is there without {cert_file}: not replaced (--force replaces it)")
+        return
+    try:
+        cert = x509.load_pem_x509_certificates(cert_file.read_bytes())[0]
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        raise ValueError(
+            f"{cert_file} is not a development certificate of {d / CA_CERT}: not replaced "
+            "(--force replaces it and its key)"
+        ) from None
 
 
 def ensure_dev_certs(certs_dir: Path | str) -> bool:
@@ -487,10 +517,11 @@ def check_ca(path: Path | str, *, base: Path | None = None, now: dt.datetime | N
 # --------------------------------------------------------------------------- command line
 
 
-def cmd_certs_init(certs_dir: Path | str, names: Iterable[str] = (), key_type: str = "ecdsa") -> int:
+def cmd_certs_init(certs_dir: Path | str, names: Iterable[str] = (), key_type: str = "ecdsa",
+                   force: bool = False) -> int:
     """`adc certs init`: make the dev CA (kept if present) and a new server certificate."""
     try:
-        written = init(certs_dir, names, key_type=key_type)
+        written = init(certs_dir, names, key_type=key_type, force=force)
     except ValueError as e:
         print(f"adc certs init: {e}", file=sys.stderr)
         return 2

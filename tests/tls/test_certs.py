@@ -45,12 +45,43 @@ def test_init_keeps_an_existing_ca(tmp_path):
     assert mode(tmp_path / "adc.key") == 0o600
 
 
+def test_init_never_replaces_an_operators_pair_without_force(tmp_path, capsys):
+    own = tmp_path / "own"
+    certs.init(own)  # another CA's certificate and key: the operator's own, to this store
+    store = tmp_path / "certs"
+    certs.init(store)
+    (store / "adc.pem").write_bytes((own / "adc.pem").read_bytes())
+    (store / "adc.key").write_bytes((own / "adc.key").read_bytes())
+    key = (store / "adc.key").read_bytes()
+    assert certs.cmd_certs_init(store, ["more.test"], "ecdsa") == 2
+    assert capsys.readouterr().err == (
+        f"adc certs init: {store / 'adc.pem'} is not a development certificate of {store / 'ca.pem'}: "
+        "not replaced (--force replaces it and its key)\n"
+    )
+    assert (store / "adc.key").read_bytes() == key
+    assert certs.cmd_certs_init(store, ["more.test"], "ecdsa", force=True) == 0
+    assert (store / "adc.key").read_bytes() != key
+    # half a CA (the certificate a client_ca names, say) is not replaced either
+    (store / "ca.key").unlink()
+    with pytest.raises(ValueError, match="ca.pem is there without .*ca.key: not replaced"):
+        certs.init(store)
+    (own / "adc.pem").unlink()
+    with pytest.raises(ValueError, match="adc.key is there without .*adc.pem"):
+        certs.init(own)
+    bare = tmp_path / "bare"  # an operator's pair and no CA: nothing is written at all
+    bare.mkdir()
+    (bare / "adc.key").write_bytes(key)
+    with pytest.raises(ValueError, match="are there without a development CA: not replaced"):
+        certs.init(bare)
+    assert sorted(p.name for p in bare.iterdir()) == ["adc.key"]
+
+
 def test_key_mode_is_0600_even_with_a_lax_umask(tmp_path):
     old = os.umask(0)
     try:
         (tmp_path / "adc.key").write_text("old")
         os.chmod(tmp_path / "adc.key", 0o666)
-        certs.init(tmp_path)
+        certs.init(tmp_path, force=True)
     finally:
         os.umask(old)
     assert mode(tmp_path / "adc.key") == 0o600 and mode(tmp_path / "ca.key") == 0o600
