@@ -670,6 +670,16 @@ class _Loader:
                 self.errors.append(f"{s.file}: {path}.address: duplicate address {rs.address} (also servers[{seen_addrs[rs.address]}])")
             seen_addrs[rs.address] = i
             servers.append(rs)
+        ss = server_ssl.get(ssl_name or "")
+        if ss is not None and ss.verify and not ss.sni:
+            by_name = [rs.name for rs in servers if not _is_ip_literal(rs.address.host)]
+            if by_name:
+                # verification checks the certificate against an IP address, never a name not sent
+                self.warnings.append(
+                    f"{s.file}: {s.key('server_ssl')}: server_ssl.{ssl_name} sets no sni, so the certificates "
+                    f"of {', '.join(by_name)} (addressed by name) are verified by their chain only; set sni "
+                    "to the name they carry"
+                )
         cfg = Pool(
             name=name,
             servers=tuple(servers),
@@ -937,6 +947,14 @@ _HTTP_ONLY_KEYS = (
     "x_forwarded_proto", "forwarded", "max_header_bytes", "max_request_line", "max_body_bytes", "max_headers",
     "max_idle_server_connections",
 ) + _HTTPS_ONLY_KEYS
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _request_hash_key(pool: Pool) -> str | None:

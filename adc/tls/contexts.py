@@ -300,22 +300,28 @@ class ServerTLS:
     so both resume the same sessions.
     """
 
-    __slots__ = ("cfg", "context", "files")
+    __slots__ = ("cfg", "context", "chain_only", "files")
 
-    def __init__(self, cfg: ServerSSL, context: ServerSSLContext, files: tuple[bytes, ...] = ()) -> None:
+    def __init__(self, cfg: ServerSSL, context: ServerSSLContext, files: tuple[bytes, ...] = (),
+                 chain_only: ServerSSLContext | None = None) -> None:
         self.cfg = cfg
         self.context = context
+        # sni unset, verification on: the context for real servers addressed by name, whose
+        # certificate can only be checked by its chain (no name is sent, so none is checked)
+        self.chain_only = chain_only
         self.files = files  # what the ca, cert and key files held when the context was made
 
     def server_hostname(self, request_host: str | None = None, server_host: str | None = None) -> str:
         """The name to send as SNI and check the certificate against ("" = none).
 
         sni = "NAME": NAME. sni = "@host": the request's Host (without port); when the request has
-        no usable Host, the real server's address. sni unset: "" (no SNI, no host name check).
+        no usable Host, the real server's address. sni unset: the real server's address when it is
+        an IP address (checked against the certificate's IP SANs; an IP is never sent as SNI),
+        else "" (no SNI; the chain alone is verified).
         """
         sni = self.cfg.sni
         if not sni:
-            return ""
+            return server_host if server_host and self.cfg.verify and _is_ip(server_host) else ""
         if sni == "@host":
             return _host_name(request_host) or (server_host or "")
         return sni
@@ -330,14 +336,22 @@ class ServerTLS:
         Raises UnicodeError for a name IDNA cannot encode.
         """
         name = self.server_hostname(request_host, server_host)
-        encoded = self.context._encode_hostname(name) if name else None  # type: ignore[attr-defined]
-        store = self.context.resumption
+        context = self.context if name or self.chain_only is None else self.chain_only
+        encoded = context._encode_hostname(name) if name else None  # type: ignore[attr-defined]
+        store = context.resumption
         rkey = (key, encoded)
-        return self.context, encoded, store.get(rkey), (store, rkey)
+        return context, encoded, store.get(rkey), (store, rkey)
 
 
-def build_server_ssl(cfg: ServerSSL) -> ServerTLS:
-    """TLS settings towards a pool's real servers (verification on unless `verify = false`)."""
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _server_context(cfg: ServerSSL, check_hostname: bool) -> ServerSSLContext:
     ctx = ServerSSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.resumption = _Resumption()
     _harden(ctx, cfg.min_version, "TLSv1.3", cfg.ciphers, cfg.alpn)
@@ -347,14 +361,26 @@ def build_server_ssl(cfg: ServerSSL) -> ServerTLS:
             ctx.load_verify_locations(cafile=str(cfg.ca))
         else:
             ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
-        # with no name to check (sni unset) only the chain is verified
-        ctx.check_hostname = bool(cfg.sni)
+        ctx.check_hostname = check_hostname
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if cfg.cert is not None and cfg.key is not None:
         ctx.load_cert_chain(str(cfg.cert), str(cfg.key))
-    return ServerTLS(cfg, ctx, server_ssl_files(cfg))
+    return ctx
+
+
+def build_server_ssl(cfg: ServerSSL) -> ServerTLS:
+    """TLS settings towards a pool's real servers (verification on unless `verify = false`).
+
+    With verification on, the certificate is checked against the name sent as SNI, or, with
+    `sni` unset, against the real server's IP address (as NGINX's `proxy_ssl_verify` checks
+    the upstream's address); a real server addressed by name with `sni` unset is verified by
+    its chain alone (`adc check` warns).
+    """
+    ctx = _server_context(cfg, check_hostname=cfg.verify)
+    chain_only = _server_context(cfg, check_hostname=False) if cfg.verify and not cfg.sni else None
+    return ServerTLS(cfg, ctx, server_ssl_files(cfg), chain_only)
 
 
 def server_ssl_files(cfg: ServerSSL) -> tuple[bytes, ...]:

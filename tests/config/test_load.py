@@ -389,6 +389,30 @@ def test_health_check_without_host_on_an_sni_from_host_pool_is_a_warning(write_c
     assert load(write_config(text + 'host = "api.internal"\n', "named.toml")).warnings == ()
 
 
+def test_server_ssl_without_sni_warns_for_servers_addressed_by_name(write_config):
+    text = """
+    [appliance]
+    admin = "off"
+    [server_ssl.up]
+    [virtual_server.web]
+    listen = "127.0.0.1:8080"
+    profile = "http"
+    pool = "p"
+    [pool.p]
+    server_ssl = "up"
+    servers = [{ name = "a", address = "127.0.0.1:9001" }, { name = "b", address = "backend.internal:9002" }]
+    """
+    config = load(write_config(text))
+    assert config.warnings == (
+        f"{config.source}: pool.p.server_ssl: server_ssl.up sets no sni, so the certificates of b (addressed by "
+        "name) are verified by their chain only; set sni to the name they carry",
+    )
+    named = text.replace("[server_ssl.up]", '[server_ssl.up]\nsni = "backend.internal"')
+    assert load(write_config(named, "named.toml")).warnings == ()
+    unverified = text.replace("[server_ssl.up]", "[server_ssl.up]\nverify = false")
+    assert load(write_config(unverified, "lax.toml")).warnings == ()
+
+
 def test_access_log_file_is_relative_to_its_file_and_must_be_writable(write_config, tmp_path):
     base = 'name = "t"\nadmin = "off"\n'
     rest = '[virtual_server.l4]\nlisten = "127.0.0.1:9000"\nprofile = "tcp"\npool = "p"\n[pool.p]\nservers = [{ name = "a", address = "127.0.0.1:9001" }]\n'

@@ -156,12 +156,14 @@ async def _roundtrip(port: int, ctx, server_hostname: str | None = "localhost", 
     return await _echo(transport, proto)
 
 
-async def _dial_roundtrip(port: int, tls, key="s", request_host: str | None = None, payload: bytes = b"ping") -> Result:
+async def _dial_roundtrip(port: int, tls, key="s", request_host: str | None = None, payload: bytes = b"ping",
+                         server_host: str = "127.0.0.1") -> Result:
     """Dial a real server as the appliance does (adc's TLS layer, `tls` a `ServerTLS`, sessions
-    kept under `key`), send a payload, wait for the echo, close. Raises what failed."""
+    kept under `key`), send a payload, wait for the echo, close. Raises what failed.
+    `server_host`: the real server's address as configured (it is dialled on 127.0.0.1)."""
     loop = asyncio.get_running_loop()
     transport, proto = await asyncio.wait_for(
-        dial(loop, lambda: Client(payload), "127.0.0.1", port, tls=tls.for_dial(key, request_host, "127.0.0.1"),
+        dial(loop, lambda: Client(payload), "127.0.0.1", port, tls=tls.for_dial(key, request_host, server_host),
              tls_timeout=HANDSHAKE_TIMEOUT),
         IO_TIMEOUT,
     )
@@ -231,7 +233,7 @@ def roundtrip() -> Callable[..., Awaitable[Result]]:
 
 @pytest.fixture
 def dial_roundtrip() -> Callable[..., Awaitable[Result]]:
-    """`await dial_roundtrip(port, server_tls, key="s", request_host=None, payload=b"ping") -> Result`."""
+    """`await dial_roundtrip(port, server_tls, key="s", request_host=None, payload=b"ping", server_host=...)`."""
     return _dial_roundtrip
 
 

@@ -250,15 +250,25 @@ async def test_server_ssl_refuses_untrusted_certificate(pki, tls_server, dial_ro
     assert handshake_failure_reason(e.value) == reason
 
 
-async def test_server_ssl_without_sni_checks_chain_only(pki, tls_server, dial_roundtrip):
-    srv = await tls_server(build_client_ssl(client_ssl(pki, pki.other)))  # names api.other.test, *.example.test
+async def test_server_ssl_without_sni_checks_the_address(pki, tls_server, dial_roundtrip):
     tls = build_server_ssl(ServerSSL(name="internal", ca=pki.ca))
-    assert tls.server_hostname("ignored.test") == ""
+    assert tls.server_hostname("ignored.test", "127.0.0.1") == "127.0.0.1"  # checked, never sent as SNI
+    assert tls.server_hostname("ignored.test", "backend.test") == ""
+    # a certificate for 127.0.0.1 (adc.pem: localhost, 127.0.0.1, ::1) from the trusted CA
+    srv = await tls_server(build_client_ssl(client_ssl(pki, pki.server)))
     r = await dial_roundtrip(srv.port, tls, "s1", "ignored.test")
     assert r.echo == b"ping"
+    # a trusted certificate for other names: refused, whatever the chain
+    other = await tls_server(build_client_ssl(client_ssl(pki, pki.other)))  # api.other.test, *.example.test
+    with pytest.raises(ssl.SSLCertVerificationError, match="IP address mismatch"):
+        await dial_roundtrip(other.port, tls, "s2")
+    # a real server addressed by name, no sni: no name is sent, so the chain alone is checked
+    assert (await dial_roundtrip(other.port, tls, "s3", server_host="backend.test")).echo == b"ping"
     rogue = await tls_server(build_client_ssl(client_ssl(pki, pki.rogue_server)))
     with pytest.raises(ssl.SSLCertVerificationError):
-        await dial_roundtrip(rogue.port, tls, "s2")
+        await dial_roundtrip(rogue.port, tls, "s4", server_host="backend.test")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await dial_roundtrip(rogue.port, tls, "s5")
 
 
 async def test_server_ssl_verify_off(pki, tls_server, dial_roundtrip):
@@ -291,8 +301,13 @@ def test_server_hostname_choices(pki):
     assert host.server_hostname(None, "10.0.0.1") == "10.0.0.1"
     assert host.server_hostname("bad host/\x00", "10.0.0.1") == "10.0.0.1"
     none = build_server_ssl(ServerSSL(name="c", ca=pki.ca))
-    assert none.server_hostname("example.com", "10.0.0.1") == ""
-    assert not none.context.check_hostname and none.context.verify_mode == ssl.CERT_REQUIRED
+    assert none.server_hostname("example.com", "10.0.0.1") == "10.0.0.1"  # the address, checked
+    assert none.server_hostname("example.com", "backend.internal") == ""  # no name sent: chain only
+    assert none.context.check_hostname and none.context.verify_mode == ssl.CERT_REQUIRED
+    assert none.chain_only is not None and not none.chain_only.check_hostname
+    assert none.for_dial("s", None, "backend.internal")[0] is none.chain_only
+    unverified = build_server_ssl(ServerSSL(name="d", verify=False))
+    assert unverified.server_hostname("example.com", "10.0.0.1") == "" and unverified.chain_only is None
     assert fixed.context.check_hostname
     assert fixed.context.minimum_version == ssl.TLSVersion.TLSv1_2
 
