@@ -28,7 +28,9 @@ import asyncio
 import collections
 import logging
 import math
+import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -264,6 +266,21 @@ def _write(transport: asyncio.Transport, parts: list[bytes]) -> int:
     return len(data)
 
 
+# SO_LINGER on, 0 seconds: close() resets the connection (RST) instead of ending it (FIN)
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _reset(transport: Any) -> None:
+    """End a connection with a reset: what it carried is known to be incomplete."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass  # closed meanwhile: an abort is all there is left to do
+    transport.abort()
+
+
 def _request_lookups(headers: Headers) -> tuple[Callable[[str], str | None], Callable[[str], str | None]]:
     """Header and cookie lookups on a request's fields, for balancers that read them."""
 
@@ -331,6 +348,9 @@ class ServerProtocol:
 
     def eof_received(self) -> bool:
         self.ended = True
+        if self.error is None and not getattr(self.transport, "close_notify", True):
+            # TLS: a TCP FIN with no close_notify before it, which anyone on the path can forge
+            self.error = "TLS: the real server's connection ended without close_notify"
         owner = self.owner
         if owner is None:
             if self.requests:  # not before the handover, which reports it
@@ -649,6 +669,10 @@ class ClientProtocol:
         self._flush_writes()
         self.closed = True
         t = self.transport
+        if t is not None and action.abort:
+            # an incomplete answer: a reset (no FIN, no close_notify) tells the client so
+            _reset(t)
+            return
         if t is not None:
             t.close()
             if t.get_write_buffer_size():

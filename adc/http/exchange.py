@@ -168,9 +168,11 @@ class CloseClient:
     """Close the client connection once what was written is flushed."""
 
     reason: str = ""
+    abort: bool = False  # the answer is incomplete: end so that the client knows (no clean close)
 
-    def __init__(self, reason: str = "") -> None:
+    def __init__(self, reason: str = "", abort: bool = False) -> None:
         self.reason = reason
+        self.abort = abort
 
 
 @dataclass(slots=True, init=False)
@@ -433,6 +435,13 @@ class Exchange:
         if req is None or self.phase in (Phase.TUNNEL, Phase.CLOSING, Phase.READ_HEAD, Phase.CONNECT):
             return self._flush()
         self._serving = req
+        if error is not None and self._rparser.close_delimited:
+            # a close-delimited body ends with its connection's clean end; a reset, or a TLS
+            # connection ended without close_notify, may have cut it (RFC 9112 §9.8)
+            self._rparser.close()
+            self._fail_server(req, error)
+            self._pump()
+            return self._flush()
         self._rparser.eof()
         if self._req is req and self.phase not in (Phase.TUNNEL, Phase.CLOSING, Phase.READ_HEAD):
             if (
@@ -937,11 +946,12 @@ class Exchange:
         """The real server failed this request: answer if we still can, else close."""
         self._out.append(ReleaseServer(False))
         if self.phase is Phase.FORWARD_RESPONSE or req.response_started:
+            # the client has part of an answer: a clean close could pass it for a whole one
             req.facts.reason = reason
             self._out.append(RequestDone(req.facts))
             self._req = None
             self._enter(Phase.CLOSING)
-            self._out.append(CloseClient(reason))
+            self._out.append(CloseClient(reason, abort=True))
             return
         self._answer(status, reason, server=False, close=True)
 

@@ -99,6 +99,7 @@ class TLSLayer:
         self.reading = True  # the protocol has not paused reading
         self.client_done = False  # the client's close_notify or FIN has come
         self.eof_told = False  # the protocol has had eof_received
+        self.close_notify = False  # the peer's input ended with close_notify (not a bare FIN)
         self.eof_sent = False  # write_eof(): close_notify has gone out, reading goes on
         self.read_scheduled = False
         self.hold = False  # output waits for the first write (see _handshake)
@@ -296,13 +297,13 @@ class TLSLayer:
             except ssl.SSLWantReadError:
                 break  # the rest of a record is still on its way
             except ssl.SSLZeroReturnError:
-                end = True
+                end = self.close_notify = True
                 break
             except (ssl.SSLError, OSError) as exc:
                 failure = exc
                 break
             if not chunk:  # close_notify
-                end = True
+                end = self.close_notify = True
                 break
             if first is None:
                 first = chunk

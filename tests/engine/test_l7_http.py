@@ -422,3 +422,40 @@ async def test_answer_before_the_connection_is_handed_over_is_kept_in_order(appl
         listener.close()
         for conn in accepted:
             conn.close()
+
+
+async def test_an_answer_cut_short_ends_the_client_with_a_reset(appliance_factory):
+    """A real server that closes in the middle of its answer: the client gets what came,
+    then a reset, never a clean end that could pass the part for the whole (RFC 9112 §9.8)."""
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        accepted.append(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        conn.close()
+
+    loop.add_reader(listener.fileno(), accept)
+    port = free_port()
+    await appliance_factory(config(port, {"web": [listener.getsockname()[1]]}))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, headers, _ = await read_response(reader, head_only=True)
+        assert status == 200 and headers["content-length"] == "10"
+        got = b""
+        with pytest.raises(ConnectionResetError):
+            for _ in range(10):  # bounded: the part, then the reset
+                chunk = await asyncio.wait_for(reader.read(100), 5)
+                assert chunk, "a clean end after a cut answer"
+                got += chunk
+        assert got in (b"", b"abc")  # a reset may overtake the part in the client's buffer
+        writer.close()
+    finally:
+        loop.remove_reader(listener.fileno())
+        listener.close()
+        for conn in accepted:
+            conn.close()

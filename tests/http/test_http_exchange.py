@@ -744,3 +744,17 @@ def test_large_chunks_are_reframed_without_copying_the_data():
     sends = [a.data for a in actions if isinstance(a, SendToClient)]
     assert b"".join(sends[1:]) == b"10000\r\n" + big + b"\r\n"
     assert any(part is big or part == big for part in sends)  # the body travels as its own buffer
+
+
+@pytest.mark.parametrize("error", [None, "TLS: the real server's connection ended without close_notify"])
+def test_a_close_delimited_body_ends_cleanly_only_with_a_clean_close(error):
+    ex = make()
+    ex.receive_client(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    ex.server_connected()
+    ex.receive_server(b"HTTP/1.1 200 OK\r\n\r\nsome")
+    acts = ex.server_closed(error)
+    if error is None:  # the end of the body
+        assert kinds(acts) == ["ReleaseServer", "RequestDone", "CloseClient"] and not acts[-1].abort
+    else:  # it may have been cut: the client must not take it for the whole
+        assert kinds(acts) == ["ReleaseServer", "RequestDone", "CloseClient"]
+        assert acts[-1] == CloseClient(error, abort=True) and acts[1].facts.reason == error
