@@ -81,6 +81,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from adc.engine.listener import ListenError
 
     (log.info if compiled.in_use() else log.warning)("traffic path: %s", compiled.status())
+    from adc.tls.contexts import quiet_unreadable_sni
+
+    quiet_unreadable_sni()
 
     async def main() -> int:
         demo = None

@@ -27,6 +27,7 @@ import collections
 import ipaddress
 import re
 import ssl
+import sys
 import time
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
@@ -444,8 +445,8 @@ def handshake_failure_reason(exc: BaseException, layer: Any = None) -> str:
         return "connection closed during handshake"
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or ""
-        if reason == "CALLBACK_FAILED":
-            return "unknown SNI name"
+        if reason == "CALLBACK_FAILED":  # the TLS layer could not read the name (see quiet_unreadable_sni)
+            return "unreadable SNI name (not ASCII)"
         if reason in TLS_REASONS:
             return TLS_REASONS[reason]
         if reason:
@@ -460,3 +461,32 @@ def handshake_failure_reason(exc: BaseException, layer: Any = None) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return str(exc) or type(exc).__name__
+
+
+def _unreadable_sni(unraisable: Any) -> bool:
+    """The stdlib's report of a client's SNI name it cannot decode (before the SNI callback runs)."""
+    exc = unraisable.exc_value
+    return (
+        isinstance(exc, UnicodeDecodeError) and exc.encoding == "ascii" and isinstance(unraisable.object, bytes)
+        and exc.object == unraisable.object
+    )
+
+
+def quiet_unreadable_sni() -> None:
+    """Stop a client's non-ASCII SNI name from printing a traceback on stderr.
+
+    The stdlib cannot decode such a name for the SNI callback: it reports that as an
+    "unraisable" exception (a traceback on stderr, each time any client likes) and fails
+    the handshake, which the listener then logs in one line like any other failed handshake
+    ("unreadable SNI name"). Every other unraisable exception still reaches the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "adc_sni", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not _unreadable_sni(unraisable):
+            previous(unraisable)
+
+    hook.adc_sni = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook

@@ -94,6 +94,28 @@ async def test_strict_sni_refuses_a_handshake_without_sni(pki, tls_server, round
     assert failures == ["no SNI name (strict SNI)"]
 
 
+async def test_an_unreadable_sni_name_is_one_log_line_not_a_traceback(pki, tls_server, capfd, monkeypatch):
+    import sys
+
+    from adc.tls.contexts import quiet_unreadable_sni
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after the test
+    quiet_unreadable_sni()
+    failures: list[str] = []
+    srv = await tls_server(build_client_ssl(client_ssl(pki, pki.server, pki.other), on_handshake_error=collecting(failures)))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    hello = ssl._create_unverified_context().wrap_bio(incoming, outgoing, server_hostname="zzzzzzzz.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        hello.do_handshake()
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    writer.write(outgoing.read().replace(b"zzzzzzzz.test", b"zzzz\xffzzz.test"))  # not ASCII
+    assert await asyncio.wait_for(reader.read(), 5)  # an alert, then the close
+    writer.close()
+    await settle(failures)
+    assert failures == ["unreadable SNI name (not ASCII)"]
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_sni_index_wildcard_is_one_label():
     idx = SniIndex()
     idx.add(0, ["localhost"])
