@@ -298,7 +298,10 @@ class RequestParser:
             else:
                 self._fail(400, "invalid method")
         except httptools.HttpParserError as exc:
-            self._fail(400, str(exc) or "malformed request")
+            if data.lstrip(b"\r\n").startswith(b"PRI * HTTP/2.0"):  # a client speaking HTTP/2 without ALPN
+                self._fail(505, "HTTP/2 not supported (HTTP/1.1 only)")
+            else:
+                self._fail(400, str(exc) or "malformed request")
         else:
             if self.in_head:
                 # Bytes of a head still incomplete: count the whole chunk when it holds

@@ -366,9 +366,10 @@ def test_absolute_form_authority_is_compared_with_its_port(target, host, ok):
     (b"\r\nFOO / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
     (b"get / HTTP/1.1\r\nHost: a\r\n\r\n", 501),  # methods are case-sensitive: an unknown one
     (b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),  # not a token
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),  # HTTP/2's preface
     (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nG@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
 ])
-def test_unknown_method_tokens_are_not_implemented(data, status):
+def test_unknown_methods_and_http2_are_not_implemented(data, status):
     events = RequestParser().receive_data(data)
     assert isinstance(events[-1], Malformed) and events[-1].status == status
 
