@@ -7,6 +7,7 @@ and the connection closed (no request smuggling).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from adc.http.events import BodyKind, Headers
 from adc.http.headers import get_all, tokens
@@ -49,7 +50,7 @@ def transfer_codings(headers: Headers) -> list[str] | None:
     return codings
 
 
-def _has_empty_member(values: list[bytes]) -> bool:
+def _has_empty_member(values: Sequence[bytes]) -> bool:
     return any(not member.strip() for value in values for member in value.split(b","))
 
 
