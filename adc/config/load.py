@@ -41,7 +41,7 @@ from adc.config.model import (
     ServerState,
     VirtualServer,
 )
-from adc.tls.contexts import is_host_name
+from adc.tls.contexts import is_host_name, is_ip_address
 
 
 class ConfigError(Exception):
@@ -672,7 +672,7 @@ class _Loader:
             servers.append(rs)
         ss = server_ssl.get(ssl_name or "")
         if ss is not None and ss.verify and not ss.sni:
-            by_name = [rs.name for rs in servers if not _is_ip_literal(rs.address.host)]
+            by_name = [rs.name for rs in servers if not is_ip_address(rs.address.host)]
             if by_name:
                 # verification checks the certificate against an IP address, never a name not sent
                 self.warnings.append(
@@ -947,14 +947,6 @@ _HTTP_ONLY_KEYS = (
     "x_forwarded_proto", "forwarded", "max_header_bytes", "max_request_line", "max_body_bytes", "max_headers",
     "max_idle_server_connections",
 ) + _HTTPS_ONLY_KEYS
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _request_hash_key(pool: Pool) -> str | None:

@@ -322,7 +322,7 @@ class ServerTLS:
         """
         sni = self.cfg.sni
         if not sni:
-            return server_host if server_host and self.cfg.verify and _is_ip(server_host) else ""
+            return server_host if server_host and self.cfg.verify and is_ip_address(server_host) else ""
         if sni == "@host":
             return _host_name(request_host) or (server_host or "")
         return sni
@@ -344,7 +344,8 @@ class ServerTLS:
         return context, encoded, store.get(rkey), (store, rkey)
 
 
-def _is_ip(host: str) -> bool:
+def is_ip_address(host: str) -> bool:
+    """An IPv4 or IPv6 address (what a certificate's IP SANs name), not a host name."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

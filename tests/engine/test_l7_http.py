@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 import pytest
 
@@ -374,6 +375,31 @@ async def test_output_of_small_inputs_waits_for_the_end_of_the_iteration_and_lar
     writer.close()
 
 
+class AnsweringAtAccept:
+    """A real server that answers (`send(conn)`) the moment it accepts, from the event loop's
+    poll, before reading anything; a plain socket, so a test controls every byte and close."""
+
+    def __init__(self, send: Callable[[socket.socket], None]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self.send = send
+        self.loop.add_reader(self.listener.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        conn, _ = self.listener.accept()
+        self.accepted.append(conn)
+        self.send(conn)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.listener.fileno())
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
 async def test_answer_before_the_connection_is_handed_over_is_kept_in_order(appliance_factory):
     """A real server that answers (or ends) the moment it accepts, before reading the request.
 
@@ -382,21 +408,15 @@ async def test_answer_before_the_connection_is_handed_over_is_kept_in_order(appl
     to the client that asked for it: the answer is held and passed on at the handover,
     body then end; an end alone must reach the client too (502), not wait for timeout_server.
     """
-    loop = asyncio.get_running_loop()
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setblocking(False)
-    accepted: list[socket.socket] = []
     answer = [b"HTTP/1.1 200 OK\r\nX-Early: 1\r\n\r\nearly body"]
 
-    def accept() -> None:
-        conn, _ = listener.accept()
-        accepted.append(conn)
+    def send(conn: socket.socket) -> None:
         conn.sendall(answer[0])
         conn.shutdown(socket.SHUT_WR)
 
-    loop.add_reader(listener.fileno(), accept)
+    server = AnsweringAtAccept(send)
     port = free_port()
-    app = await appliance_factory(config(port, {"web": [listener.getsockname()[1]]}))
+    app = await appliance_factory(config(port, {"web": [server.port]}))
     try:
         for i in range(5):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -406,7 +426,7 @@ async def test_answer_before_the_connection_is_handed_over_is_kept_in_order(appl
             assert await asyncio.wait_for(reader.read(), 5) == b"early body"  # then the close
             writer.close()
         # the request heads went out with the connections and arrived whole
-        heads = [conn.recv(4096) for conn in accepted]
+        heads = [conn.recv(4096) for conn in server.accepted]
         assert [h.split(b"\r\n")[0] for h in heads] == [b"GET /%d HTTP/1.1" % i for i in range(5)]
         assert heads[0].endswith(b"\r\n\r\n")
         assert app.engine.pools["web"].counters.bytes_in == sum(map(len, heads))
@@ -418,29 +438,19 @@ async def test_answer_before_the_connection_is_handed_over_is_kept_in_order(appl
         assert status == 502
         writer.close()
     finally:
-        loop.remove_reader(listener.fileno())
-        listener.close()
-        for conn in accepted:
-            conn.close()
+        server.close()
 
 
 async def test_an_answer_cut_short_ends_the_client_with_a_reset(appliance_factory):
     """A real server that closes in the middle of its answer: the client gets what came,
     then a reset, never a clean end that could pass the part for the whole (RFC 9112 §9.8)."""
-    loop = asyncio.get_running_loop()
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setblocking(False)
-    accepted: list[socket.socket] = []
-
-    def accept() -> None:
-        conn, _ = listener.accept()
-        accepted.append(conn)
+    def send(conn: socket.socket) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
         conn.close()
 
-    loop.add_reader(listener.fileno(), accept)
+    server = AnsweringAtAccept(send)
     port = free_port()
-    await appliance_factory(config(port, {"web": [listener.getsockname()[1]]}))
+    await appliance_factory(config(port, {"web": [server.port]}))
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -455,7 +465,4 @@ async def test_an_answer_cut_short_ends_the_client_with_a_reset(appliance_factor
         assert got in (b"", b"abc")  # a reset may overtake the part in the client's buffer
         writer.close()
     finally:
-        loop.remove_reader(listener.fileno())
-        listener.close()
-        for conn in accepted:
-            conn.close()
+        server.close()
