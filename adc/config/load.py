@@ -583,6 +583,7 @@ class _Loader:
             client_ca=client_ca,
             alpn=tuple(a for a in alpn if a != "h2"),
             session_tickets=s.get("session_tickets", bool, True),
+            forward_client_cert=s.get("forward_client_cert", bool, verify_client != "none"),
         )
         s.finish()
         return cfg

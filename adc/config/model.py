@@ -68,6 +68,9 @@ class ClientSSL:
     client_ca: Path | None = None
     alpn: tuple[str, ...] = ("http/1.1",)
     session_tickets: bool = True
+    # X-SSL-Client-* fields to the real servers (adc.tls.clientcert); the loader's default
+    # is on whenever verify_client asks for a certificate
+    forward_client_cert: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ from adc.http.headers import get_one
 from adc.pools.balancers import PickContext
 from adc.relay import Relay
 from adc.runtime.stats import Session, count_request
+from adc.tls.clientcert import client_cert_fields
 
 if TYPE_CHECKING:
     from adc.engine.engine import Engine, VirtualServerRuntime
@@ -509,7 +510,11 @@ class ClientProtocol:
         scheme = "https" if self.profile.type is ProfileType.HTTPS else "http"
         cached = vs.router_cache  # vs.router() without a call into interpreted code, once it is built
         router = cached[1] if cached is not None and cached[0] is vs.config else vs.router()
-        self.exchange = Exchange(self.profile, router, self.client_ip, scheme)
+        client_ssl = self.profile.client_ssl
+        tls_fields = None
+        if client_ssl is not None and client_ssl.forward_client_cert:
+            tls_fields = client_cert_fields(transport.peer_certificate())  # type: ignore[attr-defined]
+        self.exchange = Exchange(self.profile, router, self.client_ip, scheme, tls_fields)
         transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)  # type: ignore[attr-defined]
         self._arm()
 

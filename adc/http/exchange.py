@@ -25,12 +25,14 @@ from adc.http.events import Body, BodyKind, EndOfMessage, Event, Headers, Malfor
 from adc.http.headers import (
     add_forwarding,
     get_all,
+    has_client_cert_field,
     header_lines,
     keeps_all,
     plain_upgrade,
     serialize,
     strip_hop_by_hop,
     without,
+    without_client_cert_fields,
 )
 from adc.http.parser import RequestParser, ResponseParser, Sink
 from adc.http.responses import build_response, reason_phrase
@@ -306,16 +308,20 @@ class Exchange:
     """One client connection's HTTP/1.1 exchanges with real servers."""
 
     __slots__ = (
-        "profile", "router", "client_ip", "scheme", "phase", "_parser", "_rparser", "_queue",
+        "profile", "router", "client_ip", "scheme", "tls_fields", "phase", "_parser", "_rparser", "_queue",
         "_req", "_paused", "_client_eof", "_server_reused", "_out", "stalled", "_batch", "_serving",
         "_forwarding_tail", "only_empty_lines",
     )
 
-    def __init__(self, profile: Profile, router: Router, client_ip: str, scheme: str = "http") -> None:
+    def __init__(self, profile: Profile, router: Router, client_ip: str, scheme: str = "http",
+                 tls_fields: tuple[tuple[bytes, bytes], ...] | None = None) -> None:
         self.profile = profile
         self.router = router
         self.client_ip = client_ip
         self.scheme = scheme
+        # the X-SSL-Client-* fields every request gets (what the client sent under such
+        # names is dropped); None: the profile does not forward client certificates
+        self.tls_fields = tls_fields
         self.phase = Phase.READ_HEAD
         # The parsers report straight to the methods below; an event that cannot be
         # handled yet (a pipelined request, body bytes before the server is connected)
@@ -696,6 +702,7 @@ class Exchange:
         route it elsewhere on the real server.
         """
         profile = self.profile
+        tls_fields = self.tls_fields
         if b"host" not in index:
             start = b"%s %s HTTP/1.0\r\n" % (head.method.encode("ascii"), head.target)
             headers = strip_hop_by_hop(head.headers, ())
@@ -704,6 +711,9 @@ class Exchange:
                 headers, self.client_ip, self.scheme, None, x_forwarded_for=profile.x_forwarded_for,
                 x_forwarded_proto=profile.x_forwarded_proto, forwarded=profile.forwarded, received=head.headers,
             )
+            if tls_fields is not None:
+                headers = without_client_cert_fields(headers)
+                headers.extend(tls_fields)
             return serialize(start[:-2], headers)
         start = b"%s %s HTTP/1.1\r\n" % (head.method.encode("ascii"), head.target)
         # a chunked body is announced as exactly `chunked` (the client may have written
@@ -716,15 +726,18 @@ class Exchange:
             and b"x-forwarded-for" not in index
             and b"x-forwarded-proto" not in index
             and (plain_upgrade(index) if websocket else keeps_all(index))
+            and (tls_fields is None or not has_client_cert_field(index))
         ):  # the usual request (or upgrade): its fields as received, then ours
             tail = self._forwarding_tail
             if tail is None:  # the same for every request of this connection
-                tail = b"\r\n"
-                if profile.x_forwarded_proto:
-                    tail = b"X-Forwarded-Proto: %s\r\n\r\n" % self.scheme.encode("ascii")
+                ours: list[tuple[bytes, bytes]] = []
                 if profile.x_forwarded_for:
-                    tail = b"X-Forwarded-For: %s\r\n%s" % (self.client_ip.encode("ascii"), tail)
-                self._forwarding_tail = tail
+                    ours.append((b"X-Forwarded-For", self.client_ip.encode("ascii")))
+                if profile.x_forwarded_proto:
+                    ours.append((b"X-Forwarded-Proto", self.scheme.encode("ascii")))
+                if tls_fields is not None:
+                    ours.extend(tls_fields)
+                tail = self._forwarding_tail = header_lines(ours) + b"\r\n"
             return b"%s%s%s" % (start, header_lines(head.headers), tail)
         keep: tuple[bytes, ...] = (b"upgrade", b"connection") if websocket else ()
         headers = strip_hop_by_hop(head.headers, keep)
@@ -744,6 +757,9 @@ class Exchange:
             forwarded=profile.forwarded,
             received=head.headers,
         )
+        if tls_fields is not None:
+            headers = without_client_cert_fields(headers)
+            headers.extend(tls_fields)
         return serialize(start[:-2], headers)
 
     def _on_request_body(self, req: _Request, data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""Header helpers: token lists, hop-by-hop removal, X-Forwarded-* / Forwarded.
+"""Header helpers: token lists, hop-by-hop removal, X-Forwarded-* / Forwarded, X-SSL-Client-*.
 
 Names and values are kept as the peer sent them (case and order); only the lines
 the appliance must drop or add change.
@@ -124,6 +124,27 @@ def strip_hop_by_hop(headers: Headers, keep: Iterable[bytes] = ()) -> Headers:
 def without(headers: Headers, names: Iterable[bytes]) -> Headers:
     drop = frozenset(names)
     return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+# The appliance's own fields about an https client's certificate (adc.tls.clientcert)
+CLIENT_CERT_PREFIX = b"x-ssl-client-"
+
+
+def _client_cert_field(lowered: bytes) -> bool:
+    # with underscores too: CGI-style servers read X_SSL_Client_Verify as X-SSL-Client-Verify
+    return lowered.replace(b"_", b"-").startswith(CLIENT_CERT_PREFIX)
+
+
+def has_client_cert_field(index: dict[bytes, list[bytes]]) -> bool:
+    """The client sent a field named like the appliance's `X-SSL-Client-*` ones."""
+    for name in index:
+        if _client_cert_field(name):
+            return True
+    return False
+
+
+def without_client_cert_fields(headers: Headers) -> Headers:
+    return [(n, v) for n, v in headers if not _client_cert_field(n.lower())]
 
 
 def _forwarded_for(ip: str) -> str:

@@ -452,6 +452,13 @@ class TLSLayer:
     def get_protocol(self) -> Any:
         return self.protocol
 
+    def peer_certificate(self) -> bytes | None:
+        """The peer's certificate (DER) once the handshake is over; None if it sent none."""
+        if self.sslobj is None or self.state == HANDSHAKE:
+            return None
+        der: bytes | None = self.sslobj.getpeercert(True)
+        return der
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "sslcontext":
             return self.context

@@ -364,6 +364,30 @@ def test_unusable_tls_settings_are_errors_before_anything_listens(write_config):
     assert "appliance.toml: server_ssl.up.sni: 'bad name..with spaces' is not a host name, an IP address or \"@host\"" in errors
 
 
+@pytest.mark.parametrize("settings, forwarded", [
+    ('', False),
+    (', verify_client = "optional", client_ca = "certs/ca.pem"', True),
+    (', verify_client = "required", client_ca = "certs/ca.pem"', True),
+    (', verify_client = "required", client_ca = "certs/ca.pem", forward_client_cert = false', False),
+    (', forward_client_cert = true', True),  # X-SSL-Client-Verify: NONE, and forged fields dropped
+])
+def test_client_certificates_are_forwarded_by_default_when_asked_for(write_config, settings, forwarded):
+    path = write_config(f"""
+    [appliance]
+    admin = "off"
+    [profile.tls]
+    type = "https"
+    client_ssl = {{ certificates = [ {{ cert = "certs/adc.pem", key = "certs/adc.key" }} ]{settings} }}
+    [virtual_server.s]
+    listen = "127.0.0.1:8443"
+    profile = "tls"
+    pool = "p"
+    [pool.p]
+    servers = [{{ name = "a", address = "127.0.0.1:9001" }}]
+    """)
+    assert load(path).profiles["tls"].client_ssl.forward_client_cert is forwarded
+
+
 def test_health_check_without_host_on_an_sni_from_host_pool_is_a_warning(write_config):
     text = """
     [appliance]

@@ -78,6 +78,50 @@ def test_forwarded_header_optional():
     assert send.data == b'GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nForwarded: for=10.0.0.1;proto=http;host="a"\r\n\r\n'
 
 
+CERT_FIELDS = ((b"X-SSL-Client-Verify", b"SUCCESS"), (b"X-SSL-Client-Subject", b"CN=alice"))
+CERT_LINES = b"X-SSL-Client-Verify: SUCCESS\r\nX-SSL-Client-Subject: CN=alice\r\n"
+
+
+def test_client_certificate_fields_follow_the_forwarding_fields_on_every_request():
+    from adc.http.exchange import Exchange
+    from adc.http.routing import Router
+
+    ex = Exchange(PROFILE, Router((), "web"), "10.0.0.1", "https", CERT_FIELDS)
+    _, (send,) = _connect(ex)
+    fwd = b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n"
+    assert send.data == b"GET /x HTTP/1.1\r\nHost: a\r\n" + fwd + CERT_LINES + b"\r\n"
+    ex.receive_server(b"HTTP/1.1 204 No Content\r\n\r\n")
+    # the second request of the connection takes the slow path (a hop-by-hop field): same fields
+    acts = ex.receive_client(b"GET /y HTTP/1.1\r\nHost: a\r\nKeep-Alive: 5\r\n\r\n")
+    (send,) = [a for a in acts if isinstance(a, SendToServer)] or ex.server_connected()
+    assert send.data == b"GET /y HTTP/1.1\r\nHost: a\r\n" + fwd + CERT_LINES + b"\r\n"
+
+
+@pytest.mark.parametrize("forged", [
+    b"X-SSL-Client-Verify: SUCCESS\r\nx-ssl-client-subject: CN=admin\r\n",
+    b"X_SSL_Client_Verify: SUCCESS\r\n",  # what CGI-style servers read as X-SSL-Client-Verify
+    b"X-Ssl-Client-Cert-Chain: AAAA\r\n",
+])
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+def test_client_certificate_fields_sent_by_the_client_are_dropped(forged, version):
+    from adc.http.exchange import Exchange
+    from adc.http.routing import Router
+
+    ex = Exchange(PROFILE, Router((), "web"), "10.0.0.1", "https", CERT_FIELDS)
+    host = b"Host: a\r\n" if version == b"1.1" else b""
+    _, (send,) = _connect(ex, b"GET /x HTTP/%s\r\n%s%sX-Keep: 1\r\n\r\n" % (version, host, forged))
+    head = send.data
+    assert head.count(b"X-SSL-Client-") == 2 and head.lower().count(b"ssl_client") == 0, head
+    assert head.endswith(b"X-Keep: 1\r\n" + (b"Connection: close\r\n" if version == b"1.0" else b"")
+                         + b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n" + CERT_LINES + b"\r\n")
+
+
+def test_without_client_certificate_forwarding_such_fields_pass():
+    ex = make()
+    _, (send,) = _connect(ex, b"GET /x HTTP/1.1\r\nHost: a\r\nX-SSL-Client-Verify: SUCCESS\r\n\r\n")
+    assert b"X-SSL-Client-Verify: SUCCESS\r\n" in send.data
+
+
 def test_pipelined_requests_answered_in_order():
     ex = make()
     acts = ex.receive_client(GET + b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -698,6 +698,106 @@ async def test_old_tls_and_missing_client_certificate_are_refused(appliance_fact
     server.close()
 
 
+def _fields(head: bytes) -> dict[str, str]:
+    """The X-SSL-Client-* fields of a request head (as the header echo server returned it)."""
+    lines = head.split(b"\r\n\r\n", 1)[1].decode("latin-1").split("\r\n")
+    return dict(line.split(": ", 1) for line in lines if line.lower().startswith(("x-ssl-client", "x_ssl_client")))
+
+
+def _resumed_get(port: int, ctx: ssl.SSLContext) -> tuple[bytes, bool]:
+    """Two HTTPS requests on two connections, the second resuming the first's session (blocking)."""
+    answers, session, resumed = [], None, False
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := tls.recv(65536):
+                    data += chunk
+                answers.append(data)
+                session, resumed = tls.session, tls.session_reused
+    return answers[-1], resumed
+
+
+async def test_client_certificate_reaches_the_real_server_in_x_ssl_client_fields(appliance_factory, pki):
+    """verify_client = optional: the real server learns whether and which certificate was presented,
+    and a client cannot forge the fields, not even spelt with underscores."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    server, bport = await header_echo_server()
+    subjects: list[str | None] = []
+
+    async def echo(ws):
+        subjects.append(ws.request.headers.get("X-SSL-Client-Subject"))
+        async for m in ws:
+            await ws.send(m)
+
+    ws_server = await serve(echo, "127.0.0.1", 0)
+    ws_port = ws_server.sockets[0].getsockname()[1]
+    port, ws_vs_port = free_port(), free_port()
+    profile = f'''
+        [profile.opt]
+        type = "https"
+        client_ssl = {{ certificates = [{{ cert = "{pki.server[0]}", key = "{pki.server[1]}" }}], verify_client = "optional", client_ca = "{pki.ca}", max_version = "TLSv1.2" }}
+    '''
+    await appliance_factory(f"""
+        [virtual_server.web]
+        listen = "127.0.0.1:{port}"
+        profile = "opt"
+        pool = "p"
+        [virtual_server.ws]
+        listen = "127.0.0.1:{ws_vs_port}"
+        profile = "opt"
+        pool = "w"
+        [pool.p]
+        servers = [{{ name = "a", address = "127.0.0.1:{bport}" }}]
+        [pool.w]
+        servers = [{{ name = "a", address = "127.0.0.1:{ws_port}" }}]
+        {profile}
+    """)
+    pem = pki.client[0].read_bytes()
+    cert = x509.load_pem_x509_certificate(pem)
+    der = cert.public_bytes(Encoding.DER)
+    issuer = x509.load_pem_x509_certificate(pki.ca.read_bytes()).subject.rfc4514_string()
+
+    answer = await https_get(port, client_ctx(pki, cert=pki.client))
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert _fields(answer) == {
+        "X-SSL-Client-Verify": "SUCCESS",
+        "X-SSL-Client-Subject": "CN=client.test",
+        "X-SSL-Client-Issuer": issuer,
+        "X-SSL-Client-Serial": format(cert.serial_number, "X"),
+        "X-SSL-Client-Not-After": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "X-SSL-Client-SHA256": hashlib.sha256(der).hexdigest(),
+        "X-SSL-Client-Cert": base64.b64encode(der).decode(),
+    }
+
+    # no certificate: NONE, and what the client wrote under those names is gone
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx(pki), server_hostname="localhost")
+    writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-SSL-Client-Verify: SUCCESS\r\n"
+                 b"X_SSL_Client_Subject: CN=admin\r\nConnection: close\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(-1), 10)
+    writer.close()
+    assert _fields(answer) == {"X-SSL-Client-Verify": "NONE"}
+
+    # a resumed TLS 1.2 session still names its certificate
+    resumed_answer, resumed = await asyncio.to_thread(_resumed_get, port, client_ctx(pki, cert=pki.client))
+    assert resumed
+    assert _fields(resumed_answer)["X-SSL-Client-Subject"] == "CN=client.test"
+
+    # the WebSocket upgrade carries them to the real server too
+    async with connect(f"wss://localhost:{ws_vs_port}/", ssl=client_ctx(pki, cert=pki.client), open_timeout=10) as ws:
+        await ws.send("ping")
+        assert await asyncio.wait_for(ws.recv(), 10) == "ping"
+    assert subjects == ["CN=client.test"]
+    server.close()
+    ws_server.close()
+
+
 async def _until(condition, seconds: float = 5.0) -> None:
     for _ in range(int(seconds / 0.01)):
         if condition():
