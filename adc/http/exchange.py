@@ -26,6 +26,7 @@ from adc.http.headers import (
     add_forwarding,
     get_all,
     has_client_cert_field,
+    has_underscored_forwarding,
     header_lines,
     keeps_all,
     plain_upgrade,
@@ -33,6 +34,7 @@ from adc.http.headers import (
     strip_hop_by_hop,
     without,
     without_client_cert_fields,
+    without_underscored_forwarding,
 )
 from adc.http.parser import RequestParser, ResponseParser, Sink
 from adc.http.responses import build_response, reason_phrase
@@ -705,7 +707,7 @@ class Exchange:
         tls_fields = self.tls_fields
         if b"host" not in index:
             start = b"%s %s HTTP/1.0\r\n" % (head.method.encode("ascii"), head.target)
-            headers = strip_hop_by_hop(head.headers, ())
+            headers = without_underscored_forwarding(strip_hop_by_hop(head.headers, ()))
             headers.append((b"Connection", b"close"))
             headers = add_forwarding(
                 headers, self.client_ip, self.scheme, None, x_forwarded_for=profile.x_forwarded_for,
@@ -726,6 +728,7 @@ class Exchange:
             and b"x-forwarded-for" not in index
             and b"x-forwarded-proto" not in index
             and (plain_upgrade(index) if websocket else keeps_all(index))
+            and not has_underscored_forwarding(index)
             and (tls_fields is None or not has_client_cert_field(index))
         ):  # the usual request (or upgrade): its fields as received, then ours
             tail = self._forwarding_tail
@@ -740,7 +743,7 @@ class Exchange:
                 tail = self._forwarding_tail = header_lines(ours) + b"\r\n"
             return b"%s%s%s" % (start, header_lines(head.headers), tail)
         keep: tuple[bytes, ...] = (b"upgrade", b"connection") if websocket else ()
-        headers = strip_hop_by_hop(head.headers, keep)
+        headers = without_underscored_forwarding(strip_hop_by_hop(head.headers, keep))
         if websocket:
             headers = [(n, b"Upgrade") if n.lower() == b"connection" else (n, v) for n, v in headers]
         if odd_te:

@@ -126,6 +126,23 @@ def without(headers: Headers, names: Iterable[bytes]) -> Headers:
     return [(n, v) for n, v in headers if n.lower() not in drop]
 
 
+# Fields the appliance sets. A client's spelling of them with underscores (X_Forwarded_Proto)
+# is dropped: CGI-style servers (WSGI, FastCGI) read it as the same field, and it would stand
+# beside the appliance's own, unchecked (NGINX drops every underscored name by default).
+_FORWARDING: frozenset[bytes] = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
+
+
+def has_underscored_forwarding(index: dict[bytes, list[bytes]]) -> bool:
+    for name in index:
+        if b"_" in name and name.replace(b"_", b"-") in _FORWARDING:
+            return True
+    return False
+
+
+def without_underscored_forwarding(headers: Headers) -> Headers:
+    return [(n, v) for n, v in headers if b"_" not in n or n.lower().replace(b"_", b"-") not in _FORWARDING]
+
+
 # The appliance's own fields about an https client's certificate (adc.tls.clientcert)
 CLIENT_CERT_PREFIX = b"x-ssl-client-"
 

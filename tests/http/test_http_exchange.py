@@ -78,6 +78,15 @@ def test_forwarded_header_optional():
     assert send.data == b'GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nForwarded: for=10.0.0.1;proto=http;host="a"\r\n\r\n'
 
 
+@pytest.mark.parametrize("extra", [b"", b"Keep-Alive: 5\r\n"])  # the usual path and the rewriting one
+def test_forwarding_fields_spelt_with_underscores_are_dropped(extra):
+    """CGI-style servers read X_Forwarded_Proto as X-Forwarded-Proto: a client's would stand beside ours."""
+    ex = make()
+    _, (send,) = _connect(ex, b"GET /x HTTP/1.1\r\nHost: a\r\nX_Forwarded_Proto: https\r\n"
+                              b"x-forwarded_for: 6.6.6.6\r\nX_Other: kept\r\n" + extra + b"\r\n")
+    assert send.data == b"GET /x HTTP/1.1\r\nHost: a\r\nX_Other: kept\r\n" + XF + b"\r\n"
+
+
 CERT_FIELDS = ((b"X-SSL-Client-Verify", b"SUCCESS"), (b"X-SSL-Client-Subject", b"CN=alice"))
 CERT_LINES = b"X-SSL-Client-Verify: SUCCESS\r\nX-SSL-Client-Subject: CN=alice\r\n"
 
