@@ -22,6 +22,7 @@ from mypy_extensions import mypyc_attr
 from adc.config.model import Profile
 from adc.pools.balancers import PickContext
 from adc.pools.pool import CheckResult, PoolRuntime, RealServerRuntime
+from adc.runtime.loglimit import limited
 from adc.tls.contexts import TLS_REASONS
 from adc.tls.termination import dialling
 
@@ -353,15 +354,15 @@ async def connect_server(
                 # The name checked came from the client's Host: not the real server's
                 # fault, so no passive health verdict and no retry elsewhere (a client
                 # must not be able to mark servers down with a made-up Host).
-                log.warning("pool %s server %s (%s): %s (SNI from the request's Host)", pool.name, rs.name,
-                            rs.address, reason)
+                limited(pool.limits, "connect", log).log(
+                    "pool %s server %s (%s): %s (SNI from the request's Host)", pool.name, rs.name, rs.address, reason)
                 raise NoServerAvailable(f"pool {pool.name}: {rs.name}: {reason}", True) from None
             rs.counters.connect_failures += 1
             rs.counters.error("tls" if is_tls else "connect")
             pool.counters.connect_failures += 1
             if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
                 rs.counters.timeouts += 1
-            log.warning("pool %s server %s (%s): %s", pool.name, rs.name, rs.address, reason)
+            limited(pool.limits, "connect", log).log("pool %s server %s (%s): %s", pool.name, rs.name, rs.address, reason)
             reasons.append(f"{rs.name}: {reason}")
             pool.connect_failed(rs, CheckResult(False, f"live traffic: {reason}", time.monotonic() - started))
             continue

@@ -13,6 +13,7 @@ from adc.engine.l7 import ProtocolFactory
 from adc.engine.listener import ListenError, access_log_error, bound_addresses, listen, listen_where
 from adc.pools.pool import PoolRuntime
 from adc.runtime.accesslog import AccessLog
+from adc.runtime.loglimit import LineLimit, limited
 from adc.runtime.stats import Counters, Stats
 
 log = logging.getLogger("adc.engine")
@@ -46,6 +47,7 @@ class VirtualServerRuntime:
         self.factory: Any = ProtocolFactory(self, L4Accept)
         self.refusal_logged = -REFUSAL_LOG_SECONDS  # when the last refusal was logged (monotonic)
         self.refused_unlogged = 0  # refusals since then
+        self.limits: dict[str, LineLimit] = {}  # its log lines' flood limits (adc.runtime.loglimit)
 
     def refuse(self) -> None:
         """A connection refused at accept (max_connections reached, or stopping): counted; logged at
@@ -149,11 +151,12 @@ class Engine:
 
             assert profile.client_ssl is not None
             counters = vs.counters
+            lines = limited(vs.limits, "tls_handshake", log)
 
             def on_handshake_error(exc: BaseException, layer: Any) -> None:  # layer: adc.tls.termination.TLSLayer
                 counters.error("tls")
-                log.warning("virtual_server %s: TLS handshake failed: %s (client %s)", name,
-                            handshake_failure_reason(exc, layer), layer.peer)
+                lines.log("virtual_server %s: TLS handshake failed: %s (client %s)", name,
+                          handshake_failure_reason(exc, layer), layer.peer)
 
             vs.client_ssl = build_client_ssl(profile.client_ssl, on_handshake_error=on_handshake_error)
         return vs
@@ -205,4 +208,9 @@ class Engine:
             for conn in left:
                 conn.close("appliance stopping")
         await asyncio.sleep(0)
+        limits: list[dict[str, LineLimit]] = [vs.limits for vs in self.virtual_servers.values()]
+        limits += [pool.limits for pool in self.pools.values()]
+        for owned in limits:
+            for limit in owned.values():
+                limit.close()  # the lines a flood held back are counted before the log ends
         self.access_log.close()

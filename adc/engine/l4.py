@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, cast
 from adc.engine.connect import NoServerAvailable, connect_server, peer_text
 from adc.pools.balancers import PickContext
 from adc.relay import Relay
+from adc.runtime.loglimit import limited
 from adc.runtime.stats import Session
 
 if TYPE_CHECKING:
@@ -77,7 +78,8 @@ class L4Accept(asyncio.Protocol):
             )
         except NoServerAvailable as exc:
             vs.counters.error("no_server")
-            log.warning("virtual_server %s: client %s closed: %s", vs.name, relay.session.client, exc.reason)
+            limited(vs.limits, "no_server", log).log("virtual_server %s: client %s closed: %s", vs.name,
+                                                     relay.session.client, exc.reason)
             relay.close("no server: " + exc.reason, abort=True)
             return
         except Exception:  # a bug must cost this session, not leave the client hanging

@@ -58,6 +58,7 @@ from adc.http.events import Headers
 from adc.http.headers import get_one
 from adc.pools.balancers import PickContext
 from adc.relay import Relay
+from adc.runtime.loglimit import limited
 from adc.runtime.stats import Session, count_request
 from adc.tls.clientcert import client_cert_fields
 
@@ -369,7 +370,8 @@ class ServerProtocol:
                 # after the handshake: an alert such as TLS 1.3's "certificate required",
                 # which a real server sends once it has read the client's Finished
                 self.rs.counters.error("tls")
-                log.warning("pool %s server %s (%s): %s", self.pool.name, self.rs.name, self.rs.address, self.error)
+                limited(self.pool.limits, "server_tls", log).log(
+                    "pool %s server %s (%s): %s", self.pool.name, self.rs.name, self.rs.address, self.error)
         owner = self.owner
         if owner is None:
             if self.idle is not None:  # a parked connection the real server closed
@@ -762,7 +764,8 @@ class ClientProtocol:
             self.open_task = None
             if self.closed or self.exchange is None:
                 return
-            log.warning("virtual_server %s: %s: %s", self.vs.name, self.client, exc.reason)
+            limited(self.vs.limits, "no_server", log).log("virtual_server %s: %s: %s", self.vs.name, self.client,
+                                                          exc.reason)
             self._run(self.exchange.server_failed(exc.reason, 502 if exc.tls_failure else 503))
             return
         except Exception as err:  # a bug must cost this request, not hang the client
@@ -1019,7 +1022,8 @@ class ClientProtocol:
         elif status in (400, 413, 414, 431, 502, 505):
             counters.error("protocol")
         if status >= 500 or status in (400, 408, 414, 431):
-            log.info("virtual_server %s: %s: answered %d: %s", self.vs.name, self.client, status, reason)
+            limited(self.vs.limits, "answered", log, logging.INFO).log(
+                "virtual_server %s: %s: answered %d: %s", self.vs.name, self.client, status, reason)
 
     def _count(self, name: str, detail: str = "") -> None:
         counters = self.vs.counters
@@ -1030,7 +1034,7 @@ class ClientProtocol:
             conn = self.server or self.request_server
             rs = None if conn is None else conn.rs
             where = "a real server" if rs is None else f"pool {rs.pool.name} server {rs.name} ({rs.address})"
-            log.warning("virtual_server %s: %s: %s", self.vs.name, where, detail)
+            limited(self.vs.limits, "server_framing", log).log("virtual_server %s: %s: %s", self.vs.name, where, detail)
         elif name == "websocket_upgrade":
             counters.upgrades_attempted += 1
 

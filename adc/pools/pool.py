@@ -20,6 +20,7 @@ from typing import Any, Callable
 from adc.config.model import Pool, RealServer, ServerState
 from adc.pools.balancers import WEIGHT_SCALE, Balancer, PickContext, make_balancer
 from adc.pools.persistence import make_tables
+from adc.runtime.loglimit import LineLimit
 from adc.runtime.stats import Counters, Stats
 
 log = logging.getLogger("adc.pool")
@@ -153,6 +154,7 @@ class PoolRuntime:
         self.primary: Balancer = make_balancer(config, [s for s in self.servers.values() if not s.backup])
         self.backup: Balancer = make_balancer(config, [s for s in self.servers.values() if s.backup])
         self.ssl: Any = None  # server-side TLS connector, set by the engine when server_ssl is configured
+        self.limits: dict[str, LineLimit] = {}  # its log lines' flood limits
         # whether a pick looks at request headers or cookies (Layer 7 then offers them)
         self.reads_request = (config.persistence is not None and config.persistence.type == "cookie") or (
             config.method == "maglev" and config.hash_on.startswith(("header:", "cookie:"))

@@ -798,6 +798,32 @@ async def test_client_certificate_reaches_the_real_server_in_x_ssl_client_fields
     ws_server.close()
 
 
+async def test_a_flood_of_failed_handshakes_is_a_few_log_lines_and_a_count(appliance_factory, pki, caplog,
+                                                                           monkeypatch):
+    from adc.runtime import loglimit
+
+    monkeypatch.setattr(loglimit, "BURST", 3)
+    monkeypatch.setattr(loglimit, "WINDOW_SECONDS", 0.5)
+    server, bport = await header_echo_server()
+    port = free_port()
+    app = await appliance_factory(one_vs(port, bport) + https_profile(pki))
+    for _ in range(12):  # plain HTTP to the TLS port: each handshake fails at once
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(reader.read(-1), 10)
+        writer.close()
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "TLS handshake failed" in r.getMessage()]
+
+    await _until(lambda: len(lines()) == 4)
+    assert all(m.startswith("virtual_server vs: TLS handshake failed: ") for m in lines())
+    assert lines()[3].endswith(") (and 9 more such line(s) in 0.5s, not written one by one)")
+    assert app.engine.stats.vs("vs").errors["tls"] == 12  # every failure is counted all the same
+    assert (await https_get(port, client_ctx(pki))).startswith(b"HTTP/1.1 200 ")
+    server.close()
+
+
 async def _until(condition, seconds: float = 5.0) -> None:
     for _ in range(int(seconds / 0.01)):
         if condition():
