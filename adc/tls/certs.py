@@ -312,6 +312,7 @@ class CertInfo:
     days_left: int
     chain: int  # certificates in the file after the first
     error: str | None = None
+    not_yet_valid: bool = False  # its validity starts later (staged, or a clock behind)
 
 
 def _key_desc(pub: object) -> str:
@@ -372,6 +373,7 @@ def show(certs_dir: Path | str, *, now: dt.datetime | None = None) -> list[CertI
                 not_after=c.not_valid_after_utc,
                 days_left=_days_left(c, now),
                 chain=len(certs) - 1,
+                not_yet_valid=c.not_valid_before_utc > now,
             )
         )
     return rows
@@ -386,6 +388,8 @@ def format_rows(rows: Sequence[CertInfo]) -> str:
             table.append((r.file, r.error, "", "", "", "", ""))
             continue
         days = f"{r.days_left}" if r.days_left >= 0 else "EXPIRED"
+        if r.not_yet_valid:
+            days = "NOT YET VALID"
         issuer = r.issuer + (f" (+{r.chain} in chain)" if r.chain else "")
         table.append(
             (r.file, r.subject, ",".join(r.sans) or "-", r.key_type, issuer, r.not_after.strftime("%Y-%m-%d"), days)
@@ -536,7 +540,7 @@ def cmd_certs_init(certs_dir: Path | str, names: Iterable[str] = (), key_type: s
 
 
 def cmd_certs_show(certs_dir: Path | str) -> int:
-    """`adc certs show`: list the certificates of the store; exit 1 if one is unusable or expired."""
+    """`adc certs show`: list the certificates of the store; exit 1 if one is unusable, expired or not yet valid."""
     d = Path(certs_dir)
     if not d.is_dir():
         print(f"adc certs show: {d}: no such directory", file=sys.stderr)
@@ -546,4 +550,4 @@ def cmd_certs_show(certs_dir: Path | str) -> int:
         print(f"{d}: no certificates (make some with: adc certs init)")
         return 0
     print(format_rows(rows))
-    return 1 if any(r.error or r.days_left < 0 for r in rows) else 0
+    return 1 if any(r.error or r.days_left < 0 or r.not_yet_valid for r in rows) else 0

@@ -227,6 +227,16 @@ def test_cmd_certs_init_and_show(tmp_path, capsys):
     assert "unknown key type 'dsa'" in capsys.readouterr().err
 
 
+def test_cmd_certs_show_flags_a_certificate_not_yet_valid(tmp_path, capsys):
+    ca, ca_key = certs.make_ca("staging CA")
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3)
+    cert, key = certs.issue_cert(ca, ca_key, ["next.test"], not_before=later)
+    certs.write_pair(tmp_path / "next.pem", tmp_path / "next.key", cert, key)
+    assert certs.cmd_certs_show(tmp_path) == 1
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("next.pem")]
+    assert line.endswith("NOT YET VALID")
+
+
 def test_cmd_certs_show_flags_expired(pki, tmp_path, capsys):
     assert certs.cmd_certs_show(pki.dir) == 1  # the store holds expired.pem
     assert certs.cmd_certs_show(tmp_path / "missing") == 1
