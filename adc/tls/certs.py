@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import ssl
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -446,6 +447,43 @@ def _check_validity(cert: x509.Certificate, shown: str, now: dt.datetime, errors
             warnings.append(f"{shown}: certificate expires in {days} {unit} ({_date(cert.not_valid_after_utc)})")
 
 
+def _roots(directory: Path) -> set[x509.Name]:
+    """Subjects of the roots a chain may end below: this machine's trust store and the
+    self-signed certificates beside the file (a private CA, such as the development one)."""
+    found: set[x509.Name] = set()
+    paths = ssl.get_default_verify_paths()
+    sources: list[Path] = [Path(paths.cafile)] if paths.cafile else []
+    if not sources and paths.capath and Path(paths.capath).is_dir():
+        sources = [p for p in Path(paths.capath).iterdir() if p.is_file()]
+    if directory.is_dir():
+        sources += [p for p in directory.iterdir() if p.suffix in (".pem", ".crt") and p.is_file()]
+    for source in sources:
+        try:
+            bundle = x509.load_pem_x509_certificates(source.read_bytes())
+        except (OSError, ValueError):
+            continue
+        found.update(c.subject for c in bundle if c.issuer == c.subject)
+    return found
+
+
+def _check_chain(certs: Sequence[x509.Certificate], path: Path, shown: str, warnings: list[str]) -> None:
+    """Chain order, and whether the chain reaches a root a client can have."""
+    for i in range(len(certs) - 1):
+        if certs[i].issuer != certs[i + 1].subject:
+            warnings.append(
+                f"{shown}: certificate {i + 2} ('{_name(certs[i + 1].subject)}') did not issue the one before it "
+                f"('{_name(certs[i].subject)}'): the server certificate goes first, then each issuer in turn"
+            )
+            return
+    last = certs[-1]
+    if last.issuer != last.subject and last.issuer not in _roots(path.parent):
+        warnings.append(
+            f"{shown}: the chain ends at '{_name(last.subject)}', issued by '{_name(last.issuer)}', which is "
+            f"neither in the file nor a root this machine trusts: clients without it will refuse the "
+            f"certificate (append the intermediate certificates after the server certificate)"
+        )
+
+
 def _public_bytes(pub: object) -> bytes:
     return pub.public_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -488,6 +526,7 @@ def check_pair(
         if key is not None and _public_bytes(key.public_key()) != _public_bytes(certs[0].public_key()):
             errors.append(f"{key_shown}: key does not match certificate {cert_shown}")
         _check_validity(certs[0], cert_shown, now, errors, warnings)
+        _check_chain(certs, Path(cert_path), cert_shown, warnings)
         for extra in certs[1:]:
             if extra.not_valid_after_utc <= now:
                 errors.append(

@@ -9,6 +9,7 @@ import stat
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from adc.tls import certs
 
@@ -125,6 +126,41 @@ def test_show_rows_and_table(pki):
 
 
 # --------------------------------------------------------------------------- checks (texts are user interface)
+
+
+def _three_levels(d):
+    """A root (kept in `d`, as a private CA's file), an intermediate, and a leaf it issued."""
+    root, root_key = certs.make_ca("Test Root")
+    certs.write_pair(d / "root.pem", d / "root.key", root, root_key)
+    inter, inter_key = certs.issue_cert(root, root_key, [], common_name="Test Intermediate")
+    leaf, leaf_key = certs.issue_cert(inter, inter_key, ["www.test"])
+    return inter, leaf, leaf_key
+
+
+def test_check_warns_of_a_chain_without_its_intermediate(tmp_path):
+    inter, leaf, key = _three_levels(tmp_path)
+    certs.write_pair(tmp_path / "leaf.pem", tmp_path / "leaf.key", leaf, key)
+    errors, warnings = certs.check_pair(tmp_path / "leaf.pem", tmp_path / "leaf.key", base=tmp_path)
+    assert errors == []
+    assert warnings == [
+        "leaf.pem: the chain ends at 'www.test', issued by 'Test Intermediate', which is neither in the file nor "
+        "a root this machine trusts: clients without it will refuse the certificate (append the intermediate "
+        "certificates after the server certificate)"
+    ]
+    certs.write_pair(tmp_path / "full.pem", tmp_path / "full.key", leaf, key, chain=(inter,))
+    assert certs.check_pair(tmp_path / "full.pem", tmp_path / "full.key", base=tmp_path) == ([], [])
+
+
+def test_check_warns_of_a_chain_out_of_order(tmp_path):
+    inter, leaf, key = _three_levels(tmp_path)
+    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, leaf))
+    (tmp_path / "twice.pem").write_bytes(pem)
+    certs.write_pair(tmp_path / "leaf.pem", tmp_path / "leaf.key", leaf, key)
+    errors, warnings = certs.check_pair(tmp_path / "twice.pem", tmp_path / "leaf.key", base=tmp_path)
+    assert errors == [] and warnings == [
+        "twice.pem: certificate 2 ('www.test') did not issue the one before it ('www.test'): the server "
+        "certificate goes first, then each issuer in turn"
+    ]
 
 
 def test_check_mismatched_key(pki):
