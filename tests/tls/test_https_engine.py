@@ -52,18 +52,18 @@ def https_profile(pki, extra: str = "", certs: str | None = None) -> str:
 
 
 def one_vs(port: int, backend_port: int, *, profile: str = "tls", server: str = "c1", server_ssl_ca=None,
-           extra: str = "") -> str:
+           extra: str = "", name: str = "vs", pool: str = "p") -> str:
     """One virtual server in front of one real server, optionally with a verifying server SSL profile."""
     ssl_lines = ""
     if server_ssl_ca is not None:
         ssl_lines = f'server_ssl = "internal"\n[server_ssl.internal]\nca = "{server_ssl_ca}"\nsni = "localhost"\n'
     head, _, tail = ssl_lines.partition("\n")
     return f"""
-[virtual_server.vs]
+[virtual_server.{name}]
 listen = "127.0.0.1:{port}"
 profile = "{profile}"
-pool = "p"
-[pool.p]
+pool = "{pool}"
+[pool.{pool}]
 {head}
 servers = [{{ name = "{server}", address = "127.0.0.1:{backend_port}" }}]
 {tail}
@@ -739,26 +739,10 @@ async def test_client_certificate_reaches_the_real_server_in_x_ssl_client_fields
     ws_server = await serve(echo, "127.0.0.1", 0)
     ws_port = ws_server.sockets[0].getsockname()[1]
     port, ws_vs_port = free_port(), free_port()
-    profile = f'''
-        [profile.opt]
-        type = "https"
-        client_ssl = {{ certificates = [{{ cert = "{pki.server[0]}", key = "{pki.server[1]}" }}], verify_client = "optional", client_ca = "{pki.ca}", max_version = "TLSv1.2" }}
-    '''
-    await appliance_factory(f"""
-        [virtual_server.web]
-        listen = "127.0.0.1:{port}"
-        profile = "opt"
-        pool = "p"
-        [virtual_server.ws]
-        listen = "127.0.0.1:{ws_vs_port}"
-        profile = "opt"
-        pool = "w"
-        [pool.p]
-        servers = [{{ name = "a", address = "127.0.0.1:{bport}" }}]
-        [pool.w]
-        servers = [{{ name = "a", address = "127.0.0.1:{ws_port}" }}]
-        {profile}
-    """)
+    optional = f'verify_client = "optional"\n    client_ca = "{pki.ca}"\n    max_version = "TLSv1.2"'
+    await appliance_factory(
+        one_vs(port, bport) + one_vs(ws_vs_port, ws_port, name="ws", pool="w") + https_profile(pki, optional)
+    )
     pem = pki.client[0].read_bytes()
     cert = x509.load_pem_x509_certificate(pem)
     der = cert.public_bytes(Encoding.DER)
