@@ -60,7 +60,7 @@ from adc.pools.balancers import PickContext
 from adc.relay import Relay
 from adc.runtime.loglimit import limited
 from adc.runtime.stats import Session, count_request
-from adc.tls.clientcert import client_cert_fields
+from adc.tls.clientcert import certificate_subject, client_cert_fields
 
 if TYPE_CHECKING:
     from adc.engine.engine import Engine, VirtualServerRuntime
@@ -424,7 +424,7 @@ class ClientProtocol:
 
     __slots__ = (
         "vs", "engine", "profile", "transport", "exchange", "server", "open_task", "client_ip", "client",
-        "loop", "timer", "client_activity", "server_activity", "head_started", "hold", "backpressure",
+        "client_cert", "loop", "timer", "client_activity", "server_activity", "head_started", "hold", "backpressure",
         "writing_paused", "closed", "relay", "queue", "running", "request_started", "tunnel_started",
         "tunnel_facts", "tunnel_rs", "counted", "high_water", "request_server", "to_client", "to_server", "idle",
         "ip_context", "timer_at", "min_wait", "outbox", "deferred",
@@ -440,6 +440,7 @@ class ClientProtocol:
         self.open_task: asyncio.Task | None = None
         self.client_ip = ""
         self.client = "-"
+        self.client_cert: str | None = None  # https: the client certificate's subject, for the access log
         loop: asyncio.AbstractEventLoop | None = vs.engine.loop
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.timer: asyncio.TimerHandle | None = None
@@ -514,8 +515,11 @@ class ClientProtocol:
         router = cached[1] if cached is not None and cached[0] is vs.config else vs.router()
         client_ssl = self.profile.client_ssl
         tls_fields = None
-        if client_ssl is not None and client_ssl.forward_client_cert:
-            tls_fields = client_cert_fields(transport.peer_certificate())  # type: ignore[attr-defined]
+        if client_ssl is not None and (client_ssl.forward_client_cert or client_ssl.verify_client != "none"):
+            fields = client_cert_fields(transport.peer_certificate())  # type: ignore[attr-defined]
+            self.client_cert = certificate_subject(fields)
+            if client_ssl.forward_client_cert:
+                tls_fields = fields
         self.exchange = Exchange(self.profile, router, self.client_ip, scheme, tls_fields)
         transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)  # type: ignore[attr-defined]
         self._arm()
@@ -957,6 +961,7 @@ class ClientProtocol:
             access_log.log({
                 "kind": "tunnel",
                 "client": self.client,
+                "client_cert": self.client_cert,
                 "vs": self.vs.name,
                 "host": facts.host if facts else None,
                 "path": facts.target if facts else None,
@@ -995,6 +1000,7 @@ class ClientProtocol:
         access_log.log({
             "kind": "http",
             "client": self.client,
+            "client_cert": self.client_cert,
             "vs": self.vs.name,
             "method": facts.method or None,
             "host": facts.host or None,

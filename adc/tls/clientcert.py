@@ -48,6 +48,14 @@ def client_cert_fields(der: bytes | None) -> Fields:
     return fields
 
 
+def certificate_subject(fields: Fields) -> str | None:
+    """What the access log names a client by: its certificate's subject (its SHA-256 if the
+    subject could not be read); None without a certificate."""
+    found = dict(fields)
+    subject = found.get(b"X-SSL-Client-Subject") or found.get(b"X-SSL-Client-SHA256")
+    return None if subject is None else subject.decode("ascii")
+
+
 def _fields(der: bytes) -> Fields:
     described: list[tuple[bytes, bytes]] = [(b"X-SSL-Client-Verify", b"SUCCESS")]
     try:

@@ -782,6 +782,39 @@ async def test_client_certificate_reaches_the_real_server_in_x_ssl_client_fields
     ws_server.close()
 
 
+async def test_access_log_names_the_client_certificate_of_requests_and_tunnels(appliance_factory, pki, tmp_path):
+    import json
+
+    server, bport = await header_echo_server()
+    ws_server, ws_port = await echo_ws_server()
+    port, ws_vs_port = free_port(), free_port()
+    log = tmp_path / "access.log"
+    optional = f'verify_client = "optional"\n    client_ca = "{pki.ca}"'
+    await appliance_factory(
+        f'[appliance]\nname = "t"\nadmin = "off"\naccess_log = "{log}"\naccess_log_format = "json"\n'
+        + one_vs(port, bport) + one_vs(ws_vs_port, ws_port, name="ws", pool="w") + https_profile(pki, optional)
+    )
+    assert (await https_get(port, client_ctx(pki, cert=pki.client))).startswith(b"HTTP/1.1 200 ")
+    assert (await https_get(port, client_ctx(pki), path="/anonymous")).startswith(b"HTTP/1.1 200 ")
+    async with connect(f"wss://localhost:{ws_vs_port}/chat", ssl=client_ctx(pki, cert=pki.client),
+                       open_timeout=10) as ws:
+        await ws.send("ping")
+        assert await asyncio.wait_for(ws.recv(), 10) == "ping"
+
+    def records() -> list[dict]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    await _until(lambda: any(r["kind"] == "tunnel" for r in records()))
+    seen = {(r["kind"], r["path"]): r for r in records()}
+    assert seen[("http", "/")]["client_cert"] == "CN=client.test"
+    assert seen[("http", "/anonymous")]["client_cert"] is None
+    assert seen[("http", "/chat")]["status"] == 101 and seen[("http", "/chat")]["client_cert"] == "CN=client.test"
+    tunnel = seen[("tunnel", "/chat")]
+    assert (tunnel["vs"], tunnel["pool"], tunnel["client_cert"]) == ("ws", "w", "CN=client.test")
+    server.close()
+    ws_server.close()
+
+
 async def test_a_flood_of_failed_handshakes_is_a_few_log_lines_and_a_count(appliance_factory, pki, caplog,
                                                                            monkeypatch):
     from adc.runtime import loglimit
