@@ -23,6 +23,7 @@ prefixes the configuration file and key path):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import os
 import ssl
@@ -447,16 +448,8 @@ def _check_validity(cert: x509.Certificate, shown: str, now: dt.datetime, errors
             warnings.append(f"{shown}: certificate expires in {days} {unit} ({_date(cert.not_valid_after_utc)})")
 
 
-def _roots(directory: Path) -> set[x509.Name]:
-    """Subjects of the roots a chain may end below: this machine's trust store and the
-    self-signed certificates beside the file (a private CA, such as the development one)."""
+def _self_signed(sources: Iterable[Path]) -> set[x509.Name]:
     found: set[x509.Name] = set()
-    paths = ssl.get_default_verify_paths()
-    sources: list[Path] = [Path(paths.cafile)] if paths.cafile else []
-    if not sources and paths.capath and Path(paths.capath).is_dir():
-        sources = [p for p in Path(paths.capath).iterdir() if p.is_file()]
-    if directory.is_dir():
-        sources += [p for p in directory.iterdir() if p.suffix in (".pem", ".crt") and p.is_file()]
     for source in sources:
         try:
             bundle = x509.load_pem_x509_certificates(source.read_bytes())
@@ -464,6 +457,24 @@ def _roots(directory: Path) -> set[x509.Name]:
             continue
         found.update(c.subject for c in bundle if c.issuer == c.subject)
     return found
+
+
+@functools.lru_cache(maxsize=1)
+def _trusted_roots() -> frozenset[x509.Name]:
+    """Subjects of this machine's trust store (its bundle file, or else its directory)."""
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile and Path(paths.cafile).is_file():
+        return frozenset(_self_signed([Path(paths.cafile)]))
+    if paths.capath and Path(paths.capath).is_dir():
+        return frozenset(_self_signed(p for p in Path(paths.capath).iterdir() if p.is_file()))
+    return frozenset()
+
+
+def _roots(directory: Path) -> set[x509.Name]:
+    """Subjects of the roots a chain may end below: this machine's trust store and the
+    self-signed certificates beside the file (a private CA, such as the development one)."""
+    beside = [p for p in directory.iterdir() if p.suffix in (".pem", ".crt") and p.is_file()] if directory.is_dir() else []
+    return _self_signed(beside) | _trusted_roots()
 
 
 def _check_chain(certs: Sequence[x509.Certificate], path: Path, shown: str, warnings: list[str]) -> None:
