@@ -28,6 +28,7 @@ import ipaddress
 import os
 import ssl
 import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -452,7 +453,9 @@ def _self_signed(sources: Iterable[Path]) -> set[x509.Name]:
     found: set[x509.Name] = set()
     for source in sources:
         try:
-            bundle = x509.load_pem_x509_certificates(source.read_bytes())
+            with warnings.catch_warnings():  # a trust store's old roots draw deprecation warnings
+                warnings.simplefilter("ignore")
+                bundle = x509.load_pem_x509_certificates(source.read_bytes())
         except (OSError, ValueError):
             continue
         found.update(c.subject for c in bundle if c.issuer == c.subject)
