@@ -28,10 +28,10 @@ import ipaddress
 import os
 import ssl
 import sys
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from warnings import catch_warnings, simplefilter
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -453,8 +453,8 @@ def _self_signed(sources: Iterable[Path]) -> set[x509.Name]:
     found: set[x509.Name] = set()
     for source in sources:
         try:
-            with warnings.catch_warnings():  # a trust store's old roots draw deprecation warnings
-                warnings.simplefilter("ignore")
+            with catch_warnings():  # a trust store's old roots draw deprecation warnings
+                simplefilter("ignore")
                 bundle = x509.load_pem_x509_certificates(source.read_bytes())
         except (OSError, ValueError):
             continue
