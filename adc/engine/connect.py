@@ -366,6 +366,12 @@ async def connect_server(
             reasons.append(f"{rs.name}: {reason}")
             pool.connect_failed(rs, CheckResult(False, f"live traffic: {reason}", time.monotonic() - started))
             continue
+        if tls is not None:
+            resumed = transport.session_reused()  # type: ignore[attr-defined]
+            for counters in (rs.counters, pool.counters):
+                counters.tls_handshakes += 1
+                if resumed:
+                    counters.tls_resumed += 1
         return rs, transport, protocol  # type: ignore[return-value]
     if not reasons:
         raise NoServerAvailable(f"pool {pool.name}: no server available")

@@ -427,7 +427,7 @@ class ClientProtocol:
         "client_cert", "loop", "timer", "client_activity", "server_activity", "head_started", "hold", "backpressure",
         "writing_paused", "closed", "relay", "queue", "running", "request_started", "tunnel_started",
         "tunnel_facts", "tunnel_rs", "counted", "high_water", "request_server", "to_client", "to_server", "idle",
-        "ip_context", "timer_at", "min_wait", "outbox", "deferred",
+        "ip_context", "timer_at", "min_wait", "outbox", "deferred", "tls_names",
     )
 
     def __init__(self, vs: "VirtualServerRuntime") -> None:
@@ -441,6 +441,7 @@ class ClientProtocol:
         self.client_ip = ""
         self.client = "-"
         self.client_cert: str | None = None  # https: the client certificate's subject, for the access log
+        self.tls_names: tuple[str | None, str | None] | None = None  # https: TLS version and cipher, once asked
         loop: asyncio.AbstractEventLoop | None = vs.engine.loop
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.timer: asyncio.TimerHandle | None = None
@@ -515,6 +516,11 @@ class ClientProtocol:
         router = cached[1] if cached is not None and cached[0] is vs.config else vs.router()
         client_ssl = self.profile.client_ssl
         tls_fields = None
+        if client_ssl is not None:
+            counters = vs.counters
+            counters.tls_handshakes += 1
+            if transport.session_reused():  # type: ignore[attr-defined]
+                counters.tls_resumed += 1
         if client_ssl is not None and (client_ssl.forward_client_cert or client_ssl.verify_client != "none"):
             fields = client_cert_fields(transport.peer_certificate())  # type: ignore[attr-defined]
             self.client_cert = certificate_subject(fields)
@@ -962,6 +968,7 @@ class ClientProtocol:
                 "kind": "tunnel",
                 "client": self.client,
                 "client_cert": self.client_cert,
+                **self._tls_fields(),
                 "vs": self.vs.name,
                 "host": facts.host if facts else None,
                 "path": facts.target if facts else None,
@@ -1001,6 +1008,7 @@ class ClientProtocol:
             "kind": "http",
             "client": self.client,
             "client_cert": self.client_cert,
+            **self._tls_fields(),
             "vs": self.vs.name,
             "method": facts.method or None,
             "host": facts.host or None,
@@ -1043,6 +1051,17 @@ class ClientProtocol:
             limited(self.vs.limits, "server_framing", log).log("virtual_server %s: %s: %s", self.vs.name, where, detail)
         elif name == "websocket_upgrade":
             counters.upgrades_attempted += 1
+
+    def _tls_fields(self) -> dict[str, str | None]:
+        """The access log's `tls_version` and `tls_cipher` (None without TLS): read once per connection."""
+        names = self.tls_names
+        if names is None:
+            t = self.transport
+            names = (None, None)
+            if self.profile.client_ssl is not None and t is not None:
+                names = t.protocol_and_cipher()  # type: ignore[attr-defined]
+            self.tls_names = names
+        return {"tls_version": names[0], "tls_cipher": names[1]}
 
     def _cleanup(self) -> None:
         if self.timer is not None:

@@ -129,7 +129,19 @@ async def status(client: AdminClient) -> str:
             rows.append([pool["name"], pool["method"], "-", "-", "-", 0, 0, 0, 0, "-"])
     out.append(table(["POOL", "METHOD", "SERVER", "ADDRESS", "STATUS", "WEIGHT", "ACTIVE", "TOTAL",
                       "FAILS", "LAST CHECK"], rows))
+    rows = [_tls_row("client", vs["name"], vs["counters"]) for vs in vss if vs["type"] == "https"]
+    rows += [_tls_row("server", f"{pool['name']}/{rs['name']}", rs["counters"])
+             for pool in pools if pool.get("server_ssl") for rs in pool["servers"]]
+    if rows:
+        out += ["", "TLS (client: virtual servers with the https profile; server: real servers of a server SSL pool)"]
+        out.append(table(["SIDE", "NAME", "HANDSHAKES", "RESUMED", "FAILED"], rows))
     return "\n".join(out)
+
+
+def _tls_row(side: str, name: str, c: dict[str, Any]) -> list[Any]:
+    done, resumed = c.get("tls_handshakes", 0), c.get("tls_resumed", 0)
+    share = f" ({100 * resumed / done:.0f}%)" if done else ""
+    return [side, name, done, f"{resumed}{share}", c.get("errors", {}).get("tls", 0)]
 
 
 async def reload(client: AdminClient) -> tuple[int, str]:

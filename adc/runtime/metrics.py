@@ -127,6 +127,8 @@ _SCALARS: tuple[tuple[str, str, str, str], ...] = (
     ("upgrades_stripped_total", "upgrades_stripped", "counter", "Upgrade requests forwarded without upgrade"),
     ("tunnels_current", "tunnels_current", "gauge", "WebSocket tunnels open now"),
     ("tunnels_total", "tunnels_total", "counter", "WebSocket tunnels since start"),
+    ("tls_handshakes_total", "tls_handshakes", "counter", "TLS handshakes completed (clients, or real servers)"),
+    ("tls_resumed_total", "tls_resumed", "counter", "TLS handshakes that resumed a session"),
 )
 
 _SCOPES = {

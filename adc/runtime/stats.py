@@ -28,6 +28,7 @@ class Counters:
         "connect_failures", "timeouts", "rejected",
         "requests", "responses", "upgrades_attempted", "upgrades_accepted",
         "upgrades_refused", "upgrades_stripped", "tunnels_current", "tunnels_total", "errors",
+        "tls_handshakes", "tls_resumed",
     )
 
     def __init__(self) -> None:
@@ -47,6 +48,10 @@ class Counters:
         self.tunnels_current = 0
         self.tunnels_total = 0
         self.errors: dict[str, int] = dict.fromkeys(ERROR_REASONS, 0)
+        # TLS handshakes completed (with clients on a virtual server, with real servers on a pool
+        # and a real server), and those of them that resumed a session; failed ones are errors["tls"]
+        self.tls_handshakes = 0
+        self.tls_resumed = 0
 
     def error(self, reason: str) -> None:
         self.errors[reason] = self.errors.get(reason, 0) + 1
@@ -68,6 +73,8 @@ class Counters:
             "upgrades_stripped": self.upgrades_stripped,
             "tunnels_current": self.tunnels_current,
             "tunnels_total": self.tunnels_total,
+            "tls_handshakes": self.tls_handshakes,
+            "tls_resumed": self.tls_resumed,
             "errors": dict(self.errors),
         }
 

@@ -459,6 +459,18 @@ class TLSLayer:
         der: bytes | None = self.sslobj.getpeercert(True)
         return der
 
+    def session_reused(self) -> bool:
+        """The handshake resumed a session (a ticket, or a TLS 1.2 session ID)."""
+        return self.sslobj is not None and self.state != HANDSHAKE and bool(self.sslobj.session_reused)
+
+    def protocol_and_cipher(self) -> tuple[str | None, str | None]:
+        """The TLS version and cipher suite agreed (OpenSSL's names); None before the handshake ends."""
+        if self.sslobj is None or self.state == HANDSHAKE:
+            return None, None
+        cipher = self.sslobj.cipher()
+        version: str | None = self.sslobj.version()
+        return version, cipher[0] if cipher else None
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "sslcontext":
             return self.context

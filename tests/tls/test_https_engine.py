@@ -619,6 +619,44 @@ async def test_forwarded_proto_alpn_and_session_resumption(appliance_factory, pk
     server.close()
 
 
+async def test_tls_handshakes_counted(appliance_factory, pki, tmp_path, capsys):
+    """Full and resumed handshakes, with clients and with real servers: in the counters, the
+    metrics and `adc status` (how an operator sees that tickets and session reuse work)."""
+    from adc.runtime.metrics import render_metrics
+
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    real = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context(pki.server))
+    port = free_port()
+    config = tmp_path / "a.toml"
+    config.write_text(f'[appliance]\nname = "t"\nadmin = "unix:{tmp_path}/a.sock"\naccess_log = "off"\n'
+                      + one_vs(port, real.sockets[0].getsockname()[1], server_ssl_ca=pki.ca) + https_profile(pki))
+    app = await appliance_factory(config.read_text())
+    # two connections, the second resuming the first's session; each request dials the real
+    # server anew (it closes), the second time resuming adc's session with it
+    answer, resumed = await asyncio.to_thread(_resumed_get, port, client_ctx(pki))
+    assert answer.endswith(b"\r\n\r\nok") and resumed
+    stats = app.engine.stats
+    for counters in (stats.vs("vs"), stats.pool("p"), stats.server("p", "c1")):
+        assert (counters.tls_handshakes, counters.tls_resumed) == (2, 1)
+    metrics = render_metrics(app)
+    assert 'adc_virtual_server_tls_handshakes_total{virtual_server="vs"} 2' in metrics
+    assert 'adc_server_tls_resumed_total{pool="p",server="c1"} 1' in metrics
+    assert await asyncio.to_thread(adc_main, ["status", str(config)]) == 0
+    out = capsys.readouterr().out
+    tls_table = out.split("\nTLS (", 1)[1].splitlines()[1:]
+    assert [line.split() for line in tls_table if not line.startswith("-")] == [
+        ["SIDE", "NAME", "HANDSHAKES", "RESUMED", "FAILED"],
+        ["client", "vs", "2", "1", "(50%)", "0"],
+        ["server", "p/c1", "2", "1", "(50%)", "0"],
+    ]
+    real.close()
+
+
 async def test_sni_picks_certificate_and_strict_sni(appliance_factory, pki):
     server, bport = await header_echo_server()
     port, strict_port = free_port(), free_port()
@@ -811,6 +849,8 @@ async def test_access_log_names_the_client_certificate_of_requests_and_tunnels(a
     assert seen[("http", "/chat")]["status"] == 101 and seen[("http", "/chat")]["client_cert"] == "CN=client.test"
     tunnel = seen[("tunnel", "/chat")]
     assert (tunnel["vs"], tunnel["pool"], tunnel["client_cert"]) == ("ws", "w", "CN=client.test")
+    for record in seen.values():  # the protocol and cipher suite agreed, as HAProxy's %sslv and %sslc
+        assert record["tls_version"] == "TLSv1.3" and record["tls_cipher"].startswith("TLS_AES_")
     server.close()
     ws_server.close()
 
