@@ -41,6 +41,8 @@ from adc.config.model import (
     ServerState,
     VirtualServer,
 )
+from adc.http.redirect import CODES as REDIRECT_CODES
+from adc.http.redirect import check_template as check_redirect
 from adc.tls.contexts import is_host_name, is_ip_address
 
 
@@ -883,14 +885,26 @@ class _Loader:
                 s.error(key, f"must start with '/', got {value!r}")
         pool = s.get("pool", str, None)
         respond = s.get("respond", int, None)
-        if pool is None and respond is None:
-            s.error(None, "needs one of pool or respond")
-        elif pool is not None and respond is not None:
-            s.error(None, "use only one of pool or respond")
+        redirect = s.get("redirect", str, None)
+        redirect_code = s.get("redirect_code", int, None)
+        actions = sum(x is not None for x in (pool, respond, redirect))
+        if actions == 0:
+            s.error(None, "needs one of pool, respond or redirect")
+        elif actions > 1:
+            s.error(None, "use only one of pool, respond or redirect")
         if pool is not None and pool not in pools:
             s.error("pool", f"unknown pool {pool!r} {_known(pools)}")
         if respond is not None and not 200 <= respond <= 599:
             s.error("respond", f"must be an HTTP status 200..599, got {respond}")
+        if redirect is not None:
+            problem = check_redirect(redirect)
+            if problem is not None:
+                s.error("redirect", problem)
+        if redirect_code is not None:
+            if redirect is None:
+                s.error("redirect_code", "is only for a route with redirect")
+            elif redirect_code not in REDIRECT_CODES:
+                s.error("redirect_code", f"must be one of {', '.join(map(str, REDIRECT_CODES))}, got {redirect_code}")
         route = Route(
             host=host,
             methods=methods,
@@ -900,6 +914,8 @@ class _Loader:
             websocket=s.get("websocket", bool, None),
             pool=pool,
             respond=respond,
+            redirect=redirect,
+            redirect_code=redirect_code if redirect_code in REDIRECT_CODES else 302,
             index=index,
         )
         s.finish()

@@ -130,6 +130,10 @@ class Route:
     websocket: bool | None = None  # None = the profile's default
     pool: str | None = None
     respond: int | None = None
+    # a redirect answered by the appliance: Location is this template with {host}, {uri}, {path}
+    # filled from the request (see adc.http.redirect)
+    redirect: str | None = None
+    redirect_code: int = 302
     index: int = 0
 
     def describe(self) -> str:

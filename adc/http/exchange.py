@@ -37,6 +37,7 @@ from adc.http.headers import (
     without_underscored_forwarding,
 )
 from adc.http.parser import RequestParser, ResponseParser, Sink
+from adc.http.redirect import fill, needs_host
 from adc.http.responses import build_response, reason_phrase
 from adc.http.routing import RouteMatch, Router
 from adc.http.upgrade import check_websocket_request, may_tunnel, upgrade_request
@@ -683,7 +684,14 @@ class Exchange:
                 self._out.append(Count("upgrade_ignored"))
         if match.respond is not None:
             req.answered = True
-            self._answer(match.respond, f"route {facts.route}", server=False)
+            redirect = None if route is None else route.redirect
+            if redirect is None:
+                self._answer(match.respond, f"route {facts.route}", server=False)
+            elif not head.host and needs_host(redirect):
+                self._answer(400, f"route {facts.route}: a redirect to the request's host needs a Host", server=False)
+            else:
+                location = fill(redirect, head.host, facts.target)
+                self._answer(match.respond, f"route {facts.route}", server=False, location=location)
             return
         limit = self.profile.max_body_bytes
         if limit and head.content_length is not None and head.content_length > limit:
@@ -975,13 +983,16 @@ class Exchange:
         self._answer(status, reason, server=False, close=True)
 
     # -- answers made by the appliance -------------------------------------------------------
-    def _answer(self, status: int, reason: str, *, server: bool, close: bool | None = None) -> None:
-        """Respond with `status`; keep the client only when framing is certain."""
+    def _answer(self, status: int, reason: str, *, server: bool, close: bool | None = None,
+                location: str = "") -> None:
+        """Respond with `status` (a redirect to `location`); keep the client only when framing is certain."""
         req = self._req
         if close is None:
             close = req is None or not req.head.keep_alive or req.head.body is not BodyKind.NONE or self._client_eof
         head_only = req is not None and req.head.method == "HEAD"
-        data = build_response(status, close=close, detail=reason if 400 <= status < 500 else "", head_only=head_only)  # 5xx details stay in the log
+        # 4xx details and the redirect's target in the body; 5xx details stay in the log
+        detail = reason if 400 <= status < 500 else location
+        data = build_response(status, close=close, detail=detail, head_only=head_only, location=location)
         facts = req.facts if req is not None else AccessFacts()
         facts.status = status
         facts.reason = reason

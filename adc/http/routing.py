@@ -54,7 +54,11 @@ class Router:
         self.routes = routes
         self.default_pool = default_pool
         # the answers are values: build them once, not per request
-        self._matches = [(r, RouteMatch(r, r.pool, r.respond, r.describe())) for r in routes]
+        # a redirect is an answer too: `respond` is its status (see Exchange._start_request)
+        self._matches = [
+            (r, RouteMatch(r, r.pool, r.respond if r.redirect is None else r.redirect_code, r.describe()))
+            for r in routes
+        ]
         self._default = (
             RouteMatch(None, None, 404, "default") if default_pool is None else RouteMatch(None, default_pool, None, "default")
         )

@@ -187,10 +187,47 @@ def test_route_errors(write_config):
         "appliance.toml: virtual_server.web.routes[0].path_prefix: must start with '/', got 'ws'",
         "appliance.toml: virtual_server.web.routes[1]: use only one of path_exact, path_prefix, path_regex",
         "appliance.toml: virtual_server.web.routes[2].path_regex: bad regular expression: missing ), unterminated subpattern at position 0",
-        "appliance.toml: virtual_server.web.routes[3]: use only one of pool or respond",
-        "appliance.toml: virtual_server.web.routes[4]: needs one of pool or respond",
+        "appliance.toml: virtual_server.web.routes[3]: use only one of pool, respond or redirect",
+        "appliance.toml: virtual_server.web.routes[4]: needs one of pool, respond or redirect",
         "appliance.toml: virtual_server.web.routes[5].host: a wildcard is written \"*.example.com\", got 'a.*.com'",
         "appliance.toml: virtual_server.web.routes[5].pool: unknown pool 'nope' (known: p)",
+    ]
+
+
+def test_redirect_route_errors(write_config):
+    text = """
+    [virtual_server.web]
+    listen = "127.0.0.1:8080"
+    profile = "http"
+    routes = [
+      { path_prefix = "/a", redirect = "https://{host}{url}" },
+      { path_prefix = "/b", redirect = "https://{host:>9}/" },
+      { path_prefix = "/c", redirect = "https://{host/" },
+      { path_prefix = "/d", redirect = "{host}/x" },
+      { path_prefix = "/e", redirect = "//{host}/" },
+      { path_prefix = "/f", redirect = "https://x/a b" },
+      { path_prefix = "/g", redirect = "/new", redirect_code = 200 },
+      { path_prefix = "/h", respond = 403, redirect_code = 301 },
+      { path_prefix = "/i", respond = 403, redirect = "/new" },
+      { path_prefix = "/j", redirect = "https://{{literal}}.example/{path}", redirect_code = 308 },
+    ]
+    """
+    assert errors_of(write_config, text) == [
+        "appliance.toml: virtual_server.web.routes[0].redirect: unknown placeholder {url} (known: {host}, {uri}, {path})",
+        "appliance.toml: virtual_server.web.routes[1].redirect: unknown placeholder {host:>9} (known: {host}, {uri}, {path})",
+        "appliance.toml: virtual_server.web.routes[2].redirect: expected '}' before end of string"
+        " (a literal brace is written {{ or }})",
+        "appliance.toml: virtual_server.web.routes[3].redirect: must be an absolute URL (http:// or https://)"
+        " or a path starting with '/', got '{host}/x'",
+        "appliance.toml: virtual_server.web.routes[4].redirect: a scheme-relative URL (//...) is ambiguous;"
+        " write http:// or https://, got '//{host}/'",
+        "appliance.toml: virtual_server.web.routes[5].redirect: ' ' cannot stand in a URL (percent-encode it),"
+        " got 'https://x/a b'",
+        "appliance.toml: virtual_server.web.routes[6].redirect_code: must be one of 301, 302, 303, 307, 308, got 200",
+        "appliance.toml: virtual_server.web.routes[7].redirect_code: is only for a route with redirect",
+        "appliance.toml: virtual_server.web.routes[8]: use only one of pool, respond or redirect",
+        "appliance.toml: virtual_server.web.routes[9].redirect: '{}' cannot stand in a URL (percent-encode it),"
+        " got 'https://{{literal}}.example/{path}'",
     ]
 
 

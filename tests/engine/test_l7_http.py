@@ -466,3 +466,40 @@ async def test_an_answer_cut_short_ends_the_client_with_a_reset(appliance_factor
         writer.close()
     finally:
         server.close()
+
+
+async def test_redirect_routes(appliance_factory, http_backends):
+    """Plain HTTP sent to TLS, as `return 301 https://$host$request_uri` does: the appliance answers."""
+    web = await http_backends("web")
+    port = free_port()
+    routes = ('{ path_prefix = "/account", redirect = "https://{host}:8443{uri}", redirect_code = 308 }, '
+              '{ path_prefix = "/old", redirect = "/new{path}" }')
+    app = await appliance_factory(config(port, {"web": [web.port]}, routes))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /account/me?tab=keys HTTP/1.1\r\nHost: Shop.Example.com:8080\r\n\r\n")
+    status, headers, body = await read_response(reader)
+    assert status == 308 and headers["location"] == "https://shop.example.com:8443/account/me?tab=keys"
+    assert body == b"308 Permanent Redirect: https://shop.example.com:8443/account/me?tab=keys\n"
+    assert "cache-control" not in headers and "connection" not in headers  # kept open, may be remembered
+    # absolute form and an IPv6 literal; HEAD has no body
+    writer.write(b"HEAD http://[::1]:8080/account?x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n")
+    status, headers, _ = await read_response(reader, head_only=True)
+    assert (status, headers["location"]) == (308, "https://[::1]:8443/account?x")
+    writer.write(b"GET /old/page?q=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, headers, _ = await read_response(reader)
+    assert (status, headers["location"]) == (302, "/new/old/page")
+    # a WebSocket upgrade on a redirect route is redirected, not tunnelled
+    writer.write(b"GET /account/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                 b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    status, headers, _ = await read_response(reader)
+    assert (status, headers["location"]) == (308, "https://a:8443/account/ws")
+    writer.close()
+    # HTTP/1.0 without Host: no host to send it to
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /account HTTP/1.0\r\n\r\n")
+    status, _, body = await read_response(reader)
+    assert status == 400 and b"needs a Host" in body
+    writer.close()
+    assert web.requests == 0
+    counters = app.engine.stats.vs("web")
+    assert counters.responses[3] == 4 and counters.responses[4] == 1
