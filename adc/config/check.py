@@ -18,7 +18,7 @@ def _used_profiles(config: Config) -> dict[str, None]:
 
 def check_config(config: Config, display: str) -> tuple[list[str], list[str]]:
     """Return (errors, warnings) as `FILE: key.path: message` lines."""
-    from adc.tls.certs import check_ca, check_pair
+    from adc.tls.certs import check_ca, check_crl, check_pair
 
     errors: list[str] = []
     warnings: list[str] = list(config.warnings)
@@ -38,6 +38,8 @@ def check_config(config: Config, display: str) -> tuple[list[str], list[str]]:
             collect(f"{where}.certificates[{i}]", check_pair(pair.cert, pair.key, base=base))
         if cs.client_ca is not None:
             collect(f"{where}.client_ca", check_ca(cs.client_ca, base=base))
+        if cs.client_crl is not None:
+            collect(f"{where}.client_crl", check_crl(cs.client_crl, cs.client_ca, base=base))
 
     used_ssl = dict.fromkeys(p.server_ssl for p in config.pools.values() if p.server_ssl)
     for name in used_ssl:
@@ -58,8 +60,7 @@ def referenced_files(config: Config) -> list[Path]:
         if cs is not None:
             for pair in cs.certificates:
                 files += [pair.cert, pair.key]
-            if cs.client_ca is not None:
-                files.append(cs.client_ca)
+            files += [p for p in (cs.client_ca, cs.client_crl) if p is not None]
     for pool in config.pools.values():
         if pool.server_ssl:
             ss = config.server_ssl[pool.server_ssl]

@@ -566,6 +566,9 @@ class _Loader:
         client_ca = s.path_value("client_ca")
         if verify_client != "none" and client_ca is None:
             s.error("client_ca", f"is required when verify_client is {verify_client!r}")
+        client_crl = s.path_value("client_crl")
+        if client_crl is not None and verify_client == "none":
+            s.error("client_crl", "needs verify_client = \"optional\" or \"required\" (no certificate is asked for)")
         alpn = _alpn(s, ["http/1.1"])
         if "h2" in alpn:
             s.error("alpn", "h2 is not supported (the appliance speaks HTTP/1.1)")
@@ -583,6 +586,7 @@ class _Loader:
             strict_sni=s.get("strict_sni", bool, False),
             verify_client=verify_client,
             client_ca=client_ca,
+            client_crl=client_crl,
             alpn=tuple(a for a in alpn if a != "h2"),
             session_tickets=s.get("session_tickets", bool, True),
             forward_client_cert=s.get("forward_client_cert", bool, verify_client != "none"),

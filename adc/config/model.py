@@ -66,6 +66,9 @@ class ClientSSL:
     strict_sni: bool = False
     verify_client: str = "none"
     client_ca: Path | None = None
+    # certificate revocation lists (PEM) of client_ca's issuing CAs: a revoked client certificate
+    # fails the handshake (OpenSSL checks the leaf, like NGINX's ssl_crl and HAProxy's crl-file)
+    client_crl: Path | None = None
     alpn: tuple[str, ...] = ("http/1.1",)
     session_tickets: bool = True
     # X-SSL-Client-* fields to the real servers (adc.tls.clientcert); the loader's default

@@ -26,6 +26,7 @@ import datetime as dt
 import functools
 import ipaddress
 import os
+import re
 import ssl
 import sys
 from collections.abc import Iterable, Sequence
@@ -49,6 +50,7 @@ DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
 CA_DAYS = 3650
 SERVER_DAYS = 397  # within the lifetime clients accept for certificates of a private CA
 EXPIRY_WARNING_DAYS = 30
+CRL_WARNING_DAYS = 3  # a CRL this close to its next update: renew it (CRLs are short-lived, often a week)
 KEY_FILE_MODE = 0o600
 RSA_BITS = 2048
 
@@ -418,17 +420,21 @@ def _date(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%d")
 
 
-def _load_certs(path: Path, shown: str, errors: list[str]) -> list[x509.Certificate] | None:
+def _read(path: Path, shown: str, errors: list[str]) -> bytes | None:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         errors.append(f"{shown}: no such file")
-        return None
     except IsADirectoryError:
         errors.append(f"{shown}: is a directory")
-        return None
     except PermissionError:
         errors.append(f"{shown}: permission denied")
+    return None
+
+
+def _load_certs(path: Path, shown: str, errors: list[str]) -> list[x509.Certificate] | None:
+    data = _read(path, shown, errors)
+    if data is None:
         return None
     try:
         return x509.load_pem_x509_certificates(data)
@@ -568,6 +574,55 @@ def check_ca(path: Path | str, *, base: Path | None = None, now: dt.datetime | N
             for c in certs:
                 if c.not_valid_after_utc <= now:
                     warnings.append(f"{shown}: CA '{_name(c.subject)}' expired on {_date(c.not_valid_after_utc)}")
+    return errors, warnings
+
+
+_CRL_PEM = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
+
+
+def check_crl(path: Path | str, ca: Path | str | None = None, *, base: Path | None = None,
+              now: dt.datetime | None = None) -> tuple[list[str], list[str]]:
+    """Check certificate revocation lists (PEM) against the CAs they serve: (errors, warnings).
+
+    OpenSSL refuses every certificate of a CA whose CRL is missing, unverifiable or past its
+    next update, so each of those is said here, before clients meet it.
+    """
+    now = now or _now()
+    errors: list[str] = []
+    warnings: list[str] = []
+    shown = _display(path, base)
+    data = _read(Path(path), shown, errors)
+    if data is None:
+        return errors, warnings
+    crls = []
+    for block in _CRL_PEM.findall(data):
+        try:
+            crls.append(x509.load_pem_x509_crl(block))
+        except ValueError:
+            errors.append(f"{shown}: a CRL that cannot be read")
+    if not crls and not errors:
+        errors.append(f"{shown}: no PEM CRL (-----BEGIN X509 CRL-----) in the file")
+    cas = (_load_certs(Path(ca), _display(ca, base), []) or []) if ca is not None else []
+    for crl in crls:
+        issuer = _name(crl.issuer)
+        signers = [c for c in cas if c.subject == crl.issuer]
+        if cas and not any(crl.is_signature_valid(c.public_key()) for c in signers):  # type: ignore[arg-type]
+            errors.append(f"{shown}: the CRL of '{issuer}' is not signed by a CA of client_ca: it is not used,"
+                          " and the certificates that CA issues are refused")
+        next_update = crl.next_update_utc
+        if next_update is None:
+            continue
+        if next_update <= now:
+            errors.append(f"{shown}: the CRL of '{issuer}' is out of date since {_date(next_update)}:"
+                          " every certificate it covers is refused until it is renewed")
+        elif next_update - now <= dt.timedelta(days=CRL_WARNING_DAYS):
+            warnings.append(f"{shown}: the CRL of '{issuer}' must be renewed by {_date(next_update)}"
+                            " (its next update): after that every certificate it covers is refused")
+    covered = {crl.issuer for crl in crls}
+    for c in cas:
+        if c.subject not in covered:
+            warnings.append(f"{shown}: no CRL of '{_name(c.subject)}' (in client_ca):"
+                            " the client certificates it issues itself are refused")
     return errors, warnings
 
 

@@ -180,6 +180,12 @@ def _client_context(cfg: ClientSSL, pair_index: int) -> ClientSSLContext:
             raise ValueError(f"verify_client = {cfg.verify_client!r} needs client_ca")
         ctx.load_verify_locations(cafile=str(cfg.client_ca))
         ctx.verify_mode = mode
+        if cfg.client_crl is not None:
+            # The leaf's issuer must have a CRL in the file, or every certificate it issued
+            # is refused ("unable to get certificate CRL"); so is every one while the CRL is
+            # past its next update: `adc check` warns before that day.
+            ctx.load_verify_locations(cafile=str(cfg.client_crl))
+            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return ctx
 
 

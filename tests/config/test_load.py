@@ -378,6 +378,7 @@ def test_unusable_tls_settings_are_errors_before_anything_listens(write_config):
     ciphers = "NOT-A-CIPHER"
     min_version = "TLSv1.3"
     max_version = "TLSv1.2"
+    client_crl = "certs/crl.pem"
 
     [server_ssl.up]
     ciphers = "ALSO-NOT-ONE"
@@ -396,6 +397,8 @@ def test_unusable_tls_settings_are_errors_before_anything_listens(write_config):
     errors = errors_of(write_config, text)
     assert "appliance.toml: profile.tls.client_ssl.min_version: TLSv1.3 is above max_version TLSv1.2: no version is left" in errors
     assert "appliance.toml: profile.tls.client_ssl.ciphers: OpenSSL knows no cipher in 'NOT-A-CIPHER'" in errors
+    assert ("appliance.toml: profile.tls.client_ssl.client_crl: needs verify_client = \"optional\" or \"required\""
+            " (no certificate is asked for)") in errors
     assert "appliance.toml: server_ssl.up.ciphers: OpenSSL knows no cipher in 'ALSO-NOT-ONE'" in errors
     assert "appliance.toml: server_ssl.up.alpn: item 0 must be a protocol name (a string of 1-255 bytes), got 1" in errors
     assert "appliance.toml: server_ssl.up.sni: 'bad name..with spaces' is not a host name, an IP address or \"@host\"" in errors

@@ -81,6 +81,29 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     )
 
 
+def write_crl(path: Path, ca_dir: Path, revoked: list[Path], *, next_update_days: float = 7.0,
+              ca: tuple[Path, Path] | None = None) -> None:
+    """A CRL revoking the certificates in `revoked` (PEM files), signed by the CA of `ca_dir`
+    (or by the `ca` certificate and key files), due for its next update in `next_update_days`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    if ca is None:
+        ca_cert, ca_key = certs.load_ca(ca_dir)
+    else:
+        ca_cert = x509.load_pem_x509_certificate(ca[0].read_bytes())
+        ca_key = serialization.load_pem_private_key(ca[1].read_bytes(), password=None)
+    now = dt.datetime.now(dt.timezone.utc)
+    next_update = now + dt.timedelta(days=next_update_days)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(min(now, next_update) - dt.timedelta(days=1)).next_update(next_update))
+    for cert_path in revoked:
+        serial = x509.load_pem_x509_certificate(cert_path.read_bytes()).serial_number
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - dt.timedelta(hours=1)).build())
+    path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+
 class Echo(asyncio.Protocol):
     """Echoes bytes back; keeps what the TLS layer agreed on."""
 

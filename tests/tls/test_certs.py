@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from adc.tls import certs
+from tests.tls.conftest import write_crl
 
 
 def mode(path) -> int:
@@ -279,3 +280,31 @@ def test_cmd_certs_show_flags_expired(pki, tmp_path, capsys):
     assert "no such directory" in capsys.readouterr().err
     assert certs.cmd_certs_show(tmp_path) == 0
     assert "no certificates" in capsys.readouterr().out
+
+
+def test_check_crl(pki, tmp_path):
+    """A CRL OpenSSL would not use, or one out of date, refuses every certificate of its CA: said first."""
+    d = tmp_path / "certs"
+    d.mkdir()
+    good, soon, stale, rogue = d / "good.pem", d / "soon.pem", d / "stale.pem", d / "rogue.pem"
+    write_crl(good, pki.dir, [pki.client[0]])
+    write_crl(soon, pki.dir, [], next_update_days=1.5)
+    write_crl(stale, pki.dir, [], next_update_days=-2)
+    write_crl(rogue, pki.dir, [], ca=(pki.rogue_ca, pki.dir / "rogue-ca.key"))
+    assert certs.check_crl(good, pki.ca, base=tmp_path) == ([], [])
+    errors, warnings = certs.check_crl(soon, pki.ca, base=tmp_path)
+    day = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1.5)).strftime("%Y-%m-%d")
+    assert (errors, warnings) == ([], [f"certs/soon.pem: the CRL of 'adc development CA' must be renewed by {day}"
+                                        " (its next update): after that every certificate it covers is refused"])
+    day = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).strftime("%Y-%m-%d")
+    assert certs.check_crl(stale, pki.ca, base=tmp_path)[0] == [
+        f"certs/stale.pem: the CRL of 'adc development CA' is out of date since {day}:"
+        " every certificate it covers is refused until it is renewed"]
+    assert certs.check_crl(rogue, pki.ca, base=tmp_path) == (
+        ["certs/rogue.pem: the CRL of 'rogue CA' is not signed by a CA of client_ca: it is not used,"
+         " and the certificates that CA issues are refused"],
+        ["certs/rogue.pem: no CRL of 'adc development CA' (in client_ca):"
+         " the client certificates it issues itself are refused"])
+    assert certs.check_crl(pki.ca, pki.ca, base=tmp_path)[0] == [
+        f"{pki.ca}: no PEM CRL (-----BEGIN X509 CRL-----) in the file"]
+    assert certs.check_crl(d / "none.pem", base=tmp_path) == (["certs/none.pem: no such file"], [])
