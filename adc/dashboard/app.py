@@ -26,6 +26,7 @@ from adc.runtime.admin_client import AdminClient, AdminUnreachable, admin_addres
 
 from .model import (
     CERT_WARN_DAYS,
+    CRL_WARN_DAYS,
     EVENTS_MAX,
     SESSION_SORTS,
     SPARK_WINDOW_SAMPLES,
@@ -523,7 +524,9 @@ class DashboardApp(App[int]):
             days = cert.get("days_left")
             if isinstance(days, (int, float)) and days < 0:
                 days_cell = styled(f"EXPIRED {-int(days)}d ago", f"bold reverse {self._color('error')}")
-            elif isinstance(days, (int, float)) and days <= CERT_WARN_DAYS:
+            elif isinstance(days, (int, float)) and days <= (
+                CRL_WARN_DAYS if cert.get("key_type") == "CRL" else CERT_WARN_DAYS
+            ):
                 days_cell = styled(f"{int(days)} SOON", f"bold reverse {self._color('warning')}")
             else:
                 days_cell = styled(str(days), self._color("success"))

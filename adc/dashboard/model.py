@@ -17,6 +17,7 @@ SPARK_WINDOW_SAMPLES = 30
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 EVENTS_MAX = 200
 CERT_WARN_DAYS = 30
+CRL_WARN_DAYS = 3  # revocation lists live a week or so: "soon" is days, not weeks
 
 # path of every endpoint polled, with the key holding its list
 ENDPOINTS: tuple[tuple[str, str], ...] = (

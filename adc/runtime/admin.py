@@ -583,7 +583,7 @@ def certificates_in_use(appliance: "Appliance") -> list[dict[str, Any]]:
     """Certificate files referenced by the configuration, with subject, names and expiry."""
     from cryptography import x509
 
-    from adc.tls.certs import _key_desc, _name, cert_names
+    from adc.tls.certs import _CRL_PEM, _crl_row, _key_desc, _name, cert_names
 
     config = appliance.config
     used: dict[Path, list[str]] = {}
@@ -596,6 +596,8 @@ def certificates_in_use(appliance: "Appliance") -> list[dict[str, Any]]:
             used.setdefault(pair.cert, []).append(f"profile {profile.name}")
         if profile.client_ssl.client_ca is not None:
             used.setdefault(profile.client_ssl.client_ca, []).append(f"profile {profile.name} client_ca")
+        if profile.client_ssl.client_crl is not None:
+            used.setdefault(profile.client_ssl.client_crl, []).append(f"profile {profile.name} client_crl")
     for s in config.server_ssl.values():
         if s.name not in used_ssl:
             continue
@@ -608,7 +610,14 @@ def certificates_in_use(appliance: "Appliance") -> list[dict[str, Any]]:
     for path, users in used.items():
         entry: dict[str, Any] = {"file": str(path), "used_by": users}
         try:
-            cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
+            data = path.read_bytes()
+            if _CRL_PEM.search(data):  # a revocation list: out of date at its next update
+                row = _crl_row(path.name, data, now)
+                entry.update({"subject": row.subject, "names": [], "issuer": row.issuer, "key_type": "CRL",
+                              "not_after": row.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"), "days_left": row.days_left})
+                out.append(entry)
+                continue
+            cert = x509.load_pem_x509_certificates(data)[0]
         except (OSError, ValueError) as exc:
             entry["error"] = f"cannot read certificate: {getattr(exc, 'strerror', None) or exc}"
             out.append(entry)

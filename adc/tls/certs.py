@@ -51,6 +51,7 @@ CA_DAYS = 3650
 SERVER_DAYS = 397  # within the lifetime clients accept for certificates of a private CA
 EXPIRY_WARNING_DAYS = 30
 CRL_WARNING_DAYS = 3  # a CRL this close to its next update: renew it (CRLs are short-lived, often a week)
+_CRL_PEM = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
 KEY_FILE_MODE = 0o600
 RSA_BITS = 2048
 
@@ -362,7 +363,11 @@ def show(certs_dir: Path | str, *, now: dt.datetime | None = None) -> list[CertI
     files = sorted(p for p in d.iterdir() if p.suffix in (".pem", ".crt") and p.is_file()) if d.is_dir() else []
     for p in files:
         try:
-            certs = x509.load_pem_x509_certificates(p.read_bytes())
+            data = p.read_bytes()
+            if _CRL_PEM.search(data):
+                rows.append(_crl_row(p.name, data, now))
+                continue
+            certs = x509.load_pem_x509_certificates(data)
         except (ValueError, OSError):
             rows.append(CertInfo(p.name, "", (), "", "", dt.datetime.min.replace(tzinfo=dt.timezone.utc), 0, 0,
                                  error="not a PEM certificate"))
@@ -384,6 +389,19 @@ def show(certs_dir: Path | str, *, now: dt.datetime | None = None) -> list[CertI
     return rows
 
 
+def _crl_row(file: str, data: bytes, now: dt.datetime) -> CertInfo:
+    """A revocation list in the store: its issuer, how many it revokes, when it is out of date
+    (its next update: "EXPIRES", as OpenSSL refuses the certificates it covers from then on)."""
+    crls = [x509.load_pem_x509_crl(block) for block in _CRL_PEM.findall(data)]
+    crl = crls[0]
+    next_update = crl.next_update_utc or dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    revoked = sum(1 for _ in crl)
+    return CertInfo(
+        file=file, subject=f"CRL, {revoked} revoked", sans=(), key_type="CRL", issuer=_name(crl.issuer),
+        not_after=next_update, days_left=(next_update - now) // dt.timedelta(days=1), chain=len(crls) - 1,
+    )
+
+
 def format_rows(rows: Sequence[CertInfo]) -> str:
     """A plain-text table of `show()` rows."""
     head = ("FILE", "SUBJECT", "NAMES", "KEY", "ISSUER", "EXPIRES", "DAYS LEFT")
@@ -395,7 +413,7 @@ def format_rows(rows: Sequence[CertInfo]) -> str:
         days = f"{r.days_left}" if r.days_left >= 0 else "EXPIRED"
         if r.not_yet_valid:
             days = "NOT YET VALID"
-        issuer = r.issuer + (f" (+{r.chain} in chain)" if r.chain else "")
+        issuer = r.issuer + (f" (+{r.chain} in {'file' if r.key_type == 'CRL' else 'chain'})" if r.chain else "")
         table.append(
             (r.file, r.subject, ",".join(r.sans) or "-", r.key_type, issuer, r.not_after.strftime("%Y-%m-%d"), days)
         )
@@ -575,9 +593,6 @@ def check_ca(path: Path | str, *, base: Path | None = None, now: dt.datetime | N
                 if c.not_valid_after_utc <= now:
                     warnings.append(f"{shown}: CA '{_name(c.subject)}' expired on {_date(c.not_valid_after_utc)}")
     return errors, warnings
-
-
-_CRL_PEM = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
 
 
 def check_crl(path: Path | str, ca: Path | str | None = None, *, base: Path | None = None,

@@ -470,3 +470,24 @@ async def test_text_from_the_appliance_is_shown_as_written_never_as_markup(stati
         key = "/srv/adc/certs/[/old]/[bold]adc.pem"
         assert key in table.keys()
         assert "/srv/adc/certs/[/old]/[bold]adc.pem" in _row_text(table, key)
+
+
+async def test_a_revocation_list_is_flagged_days_before_its_next_update_not_weeks(static_app):
+    """CRLs live a week or so: one with 6 days to go is fine, a certificate with 6 days left is not."""
+    frames = copy.deepcopy(FRAMES)
+    for recorded in frames:
+        listed = recorded["/api/v1/certificates"]["certificates"]
+        listed[1]["days_left"] = 6
+        for name, days in (("crl.pem", 6), ("old-crl.pem", 2)):
+            listed.append({"file": f"/srv/adc/certs/{name}", "used_by": ["profile https client_crl"],
+                           "subject": "CRL, 1 revoked", "names": [], "issuer": "adc development CA",
+                           "key_type": "CRL", "not_after": "2026-11-28T00:00:00Z", "days_left": days})
+    app = static_app(frames)
+    async with app.run_test(size=(160, 24)) as pilot:
+        await _start(app, pilot)
+        await pilot.press("5")
+        await pilot.pause()
+        table = app.query_one("#cert-table", KeyedTable)
+        assert str(table.get_row("/srv/adc/certs/crl.pem")[1]) == "6"
+        assert str(table.get_row("/srv/adc/certs/old-crl.pem")[1]) == "2 SOON"
+        assert str(table.get_row("/srv/adc/certs/api.pem")[1]) == "6 SOON"

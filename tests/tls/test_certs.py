@@ -308,3 +308,19 @@ def test_check_crl(pki, tmp_path):
     assert certs.check_crl(pki.ca, pki.ca, base=tmp_path)[0] == [
         f"{pki.ca}: no PEM CRL (-----BEGIN X509 CRL-----) in the file"]
     assert certs.check_crl(d / "none.pem", base=tmp_path) == (["certs/none.pem: no such file"], [])
+
+
+def test_cmd_certs_show_lists_revocation_lists(tmp_path, capsys):
+    """A CRL in the store is listed with its next update, and one past it fails the command like an
+    expired certificate (OpenSSL refuses what it covers)."""
+    certs.init(tmp_path)
+    write_crl(tmp_path / "crl.pem", tmp_path, [tmp_path / "adc.pem"], next_update_days=6.5)
+    assert certs.cmd_certs_show(tmp_path) == 0
+    (line,) = [x.split("  ") for x in capsys.readouterr().out.splitlines() if x.startswith("crl.pem")]
+    assert [cell.strip() for cell in line if cell.strip()][1:] == [
+        "CRL, 1 revoked", "-", "CRL", "adc development CA",
+        (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=6.5)).strftime("%Y-%m-%d"), "6"]
+    write_crl(tmp_path / "crl.pem", tmp_path, [], next_update_days=-1)
+    assert certs.cmd_certs_show(tmp_path) == 1
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("crl.pem")]
+    assert line.endswith("EXPIRED")

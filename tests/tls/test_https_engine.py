@@ -756,6 +756,10 @@ async def test_revoked_client_certificate_is_refused(appliance_factory, pki, cap
         await https_get(port, client_ctx(pki, cert=revoked))
     await _until(lambda: "certificate revoked" in caplog.text)
     assert "virtual_server vs: TLS handshake failed: certificate verify failed: certificate revoked" in caplog.text
+    from adc.runtime.admin import certificates_in_use
+
+    (listed,) = [c for c in certificates_in_use(app) if c["file"] == str(crl)]  # the dashboard's list
+    assert (listed["used_by"], listed["key_type"], listed["subject"]) == (["profile tls client_crl"], "CRL", "CRL, 1 revoked")
     # the list renewed in place without the entry: the certificate passes after a reload
     write_crl(crl, pki.dir, [])
     changes = await app.reload()
