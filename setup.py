@@ -65,10 +65,24 @@ def extensions() -> list:
         return []
     paths = [str(compiled["source_path"](Path("."), m)) for m in (*modules, compiled["STAMP"])]
     try:
-        return mypycify(paths, opt_level="3", group_name="adc_native")
+        extensions = mypycify(paths, opt_level="3", group_name="adc_native")
     except BaseException as exc:  # mypyc exits on a type error
         warn(f"mypyc refused the sources ({exc})")
         return []
+    if sys.platform.startswith("linux"):
+        for ext in extensions:
+            ext.extra_compile_args += LOCAL_CALLS_COMPILE
+            ext.extra_link_args += LOCAL_CALLS_LINK
+    return extensions
+
+
+# The compiled functions call one another inside one shared library. By default (-fPIC)
+# each such call goes through the PLT, as another library could replace the function,
+# and the compiler may not inline it. These flags bind them inside the library, as
+# Debian's Python does for its own extensions (-Bsymbolic-functions); without them (a
+# Python built by pyenv or from source) a new TLS connection cost about 7% more CPU.
+LOCAL_CALLS_COMPILE = ["-fno-semantic-interposition"]
+LOCAL_CALLS_LINK = ["-Wl,-Bsymbolic-functions"]
 
 
 os.chdir(ROOT)  # mypyc works with paths relative to the project
