@@ -455,6 +455,14 @@ async def test_no_appliance_at_start_shows_banner(tmp_path):
         assert app.is_running
 
 
+async def _certificates(app, pilot) -> KeyedTable:
+    """Start the dashboard on its recorded polls and show the certificates tab."""
+    await _start(app, pilot)
+    await pilot.press("5")
+    await pilot.pause()
+    return app.query_one("#cert-table", KeyedTable)
+
+
 async def test_text_from_the_appliance_is_shown_as_written_never_as_markup(static_app):
     """Names, paths and addresses come from the appliance's configuration and its peers:
     square brackets in them are text, not styles (a closing tag alone used to stop the dashboard)."""
@@ -463,10 +471,7 @@ async def test_text_from_the_appliance_is_shown_as_written_never_as_markup(stati
         recorded["/api/v1/certificates"]["certificates"][0]["file"] = "/srv/adc/certs/[/old]/[bold]adc.pem"
     app = static_app(frames)
     async with app.run_test(size=(160, 24)) as pilot:
-        await _start(app, pilot)
-        await pilot.press("5")
-        await pilot.pause()
-        table = app.query_one("#cert-table", KeyedTable)
+        table = await _certificates(app, pilot)
         key = "/srv/adc/certs/[/old]/[bold]adc.pem"
         assert key in table.keys()
         assert "/srv/adc/certs/[/old]/[bold]adc.pem" in _row_text(table, key)
@@ -484,10 +489,7 @@ async def test_a_revocation_list_is_flagged_days_before_its_next_update_not_week
                            "key_type": "CRL", "not_after": "2026-11-28T00:00:00Z", "days_left": days})
     app = static_app(frames)
     async with app.run_test(size=(160, 24)) as pilot:
-        await _start(app, pilot)
-        await pilot.press("5")
-        await pilot.pause()
-        table = app.query_one("#cert-table", KeyedTable)
+        table = await _certificates(app, pilot)
         assert str(table.get_row("/srv/adc/certs/crl.pem")[1]) == "6"
         assert str(table.get_row("/srv/adc/certs/old-crl.pem")[1]) == "2 SOON"
         assert str(table.get_row("/srv/adc/certs/api.pem")[1]) == "6 SOON"
