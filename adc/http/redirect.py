@@ -57,7 +57,7 @@ def origin_form(target: str) -> str:
     """The origin form of a request target: `/path?query` of an absolute-form one, `/` for `*`."""
     if target.startswith("/"):
         return target
-    scheme, sep, rest = target.partition("://")
+    _scheme, sep, rest = target.partition("://")
     if sep:
         slash, query = rest.find("/"), rest.find("?")
         if slash >= 0 and (query < 0 or slash < query):

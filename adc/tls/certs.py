@@ -362,6 +362,7 @@ def show(certs_dir: Path | str, *, now: dt.datetime | None = None) -> list[CertI
     rows: list[CertInfo] = []
     files = sorted(p for p in d.iterdir() if p.suffix in (".pem", ".crt") and p.is_file()) if d.is_dir() else []
     for p in files:
+        data = b""
         try:
             data = p.read_bytes()
             if _CRL_PEM.search(data):
@@ -369,8 +370,9 @@ def show(certs_dir: Path | str, *, now: dt.datetime | None = None) -> list[CertI
                 continue
             certs = x509.load_pem_x509_certificates(data)
         except (ValueError, OSError):
+            problem = "a CRL that cannot be read" if b"X509 CRL" in data else "not a PEM certificate"
             rows.append(CertInfo(p.name, "", (), "", "", dt.datetime.min.replace(tzinfo=dt.timezone.utc), 0, 0,
-                                 error="not a PEM certificate"))
+                                 error=problem))
             continue
         c = certs[0]
         rows.append(

@@ -321,6 +321,10 @@ def test_cmd_certs_show_lists_revocation_lists(tmp_path, capsys):
         "CRL, 1 revoked", "-", "CRL", "adc development CA",
         (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=6.5)).strftime("%Y-%m-%d"), "6"]
     write_crl(tmp_path / "crl.pem", tmp_path, [], next_update_days=-1)
+    (tmp_path / "bad-crl.pem").write_text("-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n")
     assert certs.cmd_certs_show(tmp_path) == 1
-    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("crl.pem")]
+    out = capsys.readouterr().out.splitlines()
+    (line,) = [x for x in out if x.startswith("crl.pem")]
     assert line.endswith("EXPIRED")
+    (line,) = [x for x in out if x.startswith("bad-crl.pem")]
+    assert line.split("  ", 1)[1].strip() == "a CRL that cannot be read"
