@@ -397,9 +397,8 @@ def _crl_row(file: str, data: bytes, now: dt.datetime) -> CertInfo:
     crls = [x509.load_pem_x509_crl(block) for block in _CRL_PEM.findall(data)]
     crl = crls[0]
     next_update = crl.next_update_utc or dt.datetime.max.replace(tzinfo=dt.timezone.utc)
-    revoked = sum(1 for _ in crl)
     return CertInfo(
-        file=file, subject=f"CRL, {revoked} revoked", sans=(), key_type="CRL", issuer=_name(crl.issuer),
+        file=file, subject=f"CRL, {len(crl)} revoked", sans=(), key_type="CRL", issuer=_name(crl.issuer),
         not_after=next_update, days_left=(next_update - now) // dt.timedelta(days=1), chain=len(crls) - 1,
     )
 
