@@ -27,6 +27,7 @@ from adc.http.headers import (
     get_all,
     has_client_cert_field,
     has_underscored_forwarding,
+    head_bytes,
     header_lines,
     keeps_all,
     plain_upgrade,
@@ -725,7 +726,7 @@ class Exchange:
                 headers = without_client_cert_fields(headers)
                 headers.extend(tls_fields)
             return serialize(start[:-2], headers)
-        start = b"%s %s HTTP/1.1\r\n" % (head.method.encode("ascii"), head.target)
+        start = b"".join((head.method.encode("ascii"), b" ", head.target, b" HTTP/1.1\r\n"))
         # a chunked body is announced as exactly `chunked` (the client may have written
         # `Chunked` or `, chunked`, which a real server could read differently)
         te = index.get(b"transfer-encoding")
@@ -749,7 +750,7 @@ class Exchange:
                 if tls_fields is not None:
                     ours.extend(tls_fields)
                 tail = self._forwarding_tail = header_lines(ours) + b"\r\n"
-            return b"%s%s%s" % (start, header_lines(head.headers), tail)
+            return head_bytes(start, head.headers, tail)
         keep: tuple[bytes, ...] = (b"upgrade", b"connection") if websocket else ()
         headers = without_underscored_forwarding(strip_hop_by_hop(head.headers, keep))
         if websocket:
@@ -889,12 +890,12 @@ class Exchange:
                 return
             req.facts.status = 101
             req.facts.upgrade = "tunnel"
-            start = b"HTTP/1.1 101 %s" % (resp.reason or b"Switching Protocols")
+            start = b"HTTP/1.1 101 " + (resp.reason or b"Switching Protocols")
             violation = resp.framing_violation
             if violation is not None:  # a 101 has no body: its framing fields do not go on
                 self._out.append(Count("response_framing_violation", f"{violation}: not passed on"))
             if req.set_cookie is None and violation is None and plain_upgrade(resp.headers.lowered):  # type: ignore[attr-defined]
-                self._out.append(SendToClient(b"%s\r\n%s\r\n" % (start, header_lines(resp.headers))))
+                self._out.append(SendToClient(head_bytes(start + b"\r\n", resp.headers)))
             else:
                 headers = strip_hop_by_hop(resp.headers, (b"upgrade", b"connection"))
                 if violation is not None:
@@ -925,7 +926,8 @@ class Exchange:
             or req.dechunk
             or not req.complete
         )
-        start = b"HTTP/1.1 %d %s" % (resp.status, resp.reason or reason_phrase(resp.status).encode("latin-1"))
+        reason = resp.reason or reason_phrase(resp.status).encode("latin-1")
+        start = b"".join((b"HTTP/1.1 ", str(resp.status).encode("ascii"), b" ", reason))
         lowered = resp.headers.lowered  # type: ignore[attr-defined]  # built by the parser
         no_length = resp.status == 204 and b"content-length" in lowered  # RFC 9110 §8.6: never on a 204
         if (
@@ -933,7 +935,7 @@ class Exchange:
             and keeps_all(lowered)
         ):  # the usual answer: its fields as received
             tail = b"Connection: close\r\n\r\n" if req.close_after else b"\r\n"
-            self._out.append(SendToClient(b"%s\r\n%s%s" % (start, header_lines(resp.headers), tail)))
+            self._out.append(SendToClient(head_bytes(start + b"\r\n", resp.headers, tail)))
             self._enter(Phase.FORWARD_RESPONSE)
             return
         headers = strip_hop_by_hop(resp.headers)
