@@ -40,6 +40,7 @@ from .model import (
     server_label,
     sort_sessions,
     sparkline,
+    vs_summary,
 )
 from .screens import ConfirmScreen, HelpScreen, MessageScreen, WeightScreen
 from .source import Source, fetch_snapshot
@@ -136,6 +137,7 @@ class DashboardApp(App[int]):
                 with TabPane(TABS[0][1], id="overview"):
                     yield Static("", id="throughput-label")
                     yield Sparkline([], id="throughput")
+                    yield Static("", id="vs-label")
                     yield KeyedTable(
                         [("name", "virtual server", 6), ("state", "state"), ("conns", "conns"), ("rps", "req/s"),
                          ("tunnels", "tun"), ("in", "in/s"), ("out", "out/s"), ("trend", "trend"),
@@ -363,6 +365,7 @@ class DashboardApp(App[int]):
                 )
             )
         self.query_one("#vs-table", KeyedTable).sync(rows)
+        self._render_vs_label()
         history = list(self.rates.total_history)
         self.query_one("#throughput", Sparkline).data = [0.0] * (SPARK_WINDOW_SAMPLES - len(history)) + history
         current = history[-1] if history else 0.0
@@ -371,6 +374,15 @@ class DashboardApp(App[int]):
             f"throughput {human_rate(current)}, peak {human_rate(peak)} in the last {len(history)} polls"
             f"   sort: {self.overview_sort} (s)"
         )
+
+    @on(KeyedTable.RowHighlighted, "#vs-table")
+    def _render_vs_label(self) -> None:
+        """The details of the virtual server under the cursor (TLS handshakes among them)."""
+        label = self.query_one("#vs-label", Static)
+        key = self.query_one("#vs-table", KeyedTable).selected_key
+        servers = self.snapshot.virtual_servers if self.snapshot is not None else []
+        vs = next((v for v in servers if str(v.get("name", "?")) == key), None) if key else None
+        label.update(Text(vs_summary(vs, self.rates.get(str(key)))) if vs is not None else "")
 
     def _status_cell(self, pool: str, server: dict[str, Any]) -> Text:
         label = server_label(server)

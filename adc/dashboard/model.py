@@ -68,6 +68,7 @@ class Rates:
     requests_per_s: float = 0.0
     bytes_in_per_s: float = 0.0
     bytes_out_per_s: float = 0.0
+    tls_per_s: float = 0.0  # TLS handshakes completed with clients (https), resumed ones included
     history: deque[float] = field(default_factory=lambda: deque(maxlen=SPARK_WINDOW_SAMPLES))
 
 
@@ -81,7 +82,7 @@ class RateTracker:
     def __init__(self) -> None:
         self.rates: dict[str, Rates] = {}
         self.total_history: deque[float] = deque(maxlen=SPARK_WINDOW_SAMPLES)
-        self._last: dict[str, tuple[float, float, float]] = {}
+        self._last: dict[str, tuple[float, float, float, float]] = {}
         self._last_time: float | None = None
 
     def update(self, snap: Snapshot) -> None:
@@ -99,7 +100,10 @@ class RateTracker:
             name = str(vs.get("name", "?"))
             seen.add(name)
             c = vs.get("counters") or {}
-            current = (_num(c.get("requests"), 0.0), _num(c.get("bytes_in"), 0.0), _num(c.get("bytes_out"), 0.0))
+            current = (
+                _num(c.get("requests"), 0.0), _num(c.get("bytes_in"), 0.0), _num(c.get("bytes_out"), 0.0),
+                _num(c.get("tls_handshakes"), 0.0),
+            )
             rates = self.rates.setdefault(name, Rates())
             previous = self._last.get(name)
             if previous is not None and elapsed and elapsed > 0:
@@ -107,6 +111,7 @@ class RateTracker:
                 rates.requests_per_s = deltas[0] / elapsed
                 rates.bytes_in_per_s = deltas[1] / elapsed
                 rates.bytes_out_per_s = deltas[2] / elapsed
+                rates.tls_per_s = deltas[3] / elapsed
                 rates.history.append(rates.bytes_in_per_s + rates.bytes_out_per_s)
                 total += rates.bytes_in_per_s + rates.bytes_out_per_s
             self._last[name] = current
@@ -201,6 +206,39 @@ def pool_summary(pool: dict[str, Any]) -> str:
     slow_start = _num(pool.get("slow_start"), 0)
     if slow_start > 0:
         parts.append(f"slow start {slow_start:g} s")
+    return " · ".join(parts)
+
+
+def vs_summary(vs: dict[str, Any], rates: Rates) -> str:
+    """A virtual server in a line or two: profile, pool, TLS, errors, routes, totals.
+
+    The Overview screen shows it for the virtual server under the cursor, as the Pools
+    screen does for a pool: its table has no room for these at 80 columns.
+    """
+    c = vs.get("counters")
+    if not isinstance(c, dict):
+        c = {}
+    profile = str(vs.get("profile") or "?")
+    kind = vs.get("type")
+    parts = [f"{vs.get('name', '?')}: profile {profile}" + (f" ({kind})" if kind and kind != profile else "")
+             + f" → pool {vs.get('pool') or '-'}"]
+    errors = c.get("errors") if isinstance(c.get("errors"), dict) else {}
+    if kind == "https":
+        done = _num(c.get("tls_handshakes"), 0)
+        resumed = _num(c.get("tls_resumed"), 0)
+        share = f", {100 * resumed / done:.0f}% resumed" if done else ""
+        parts.append(f"TLS {rates.tls_per_s:.1f} handshakes/s{share}, {_num(errors.get('tls'), 0):,.0f} failed")
+    failed = [f"{name} {_num(n, 0):,.0f}" for name, n in errors.items() if name != "tls" and _num(n, 0)]
+    if failed:
+        parts.append("errors: " + ", ".join(failed))
+    routes = _num(vs.get("routes"), 0)
+    if routes:
+        parts.append(f"{routes:g} route" + ("s" if routes != 1 else ""))
+    limit = _num(vs.get("max_connections"), 0)
+    totals = f"{_num(c.get('conn_total'), 0):,.0f} connections" + (f" (at most {limit:g} at once)" if limit else "")
+    if kind != "tcp":
+        totals += f", {_num(c.get('requests'), 0):,.0f} requests"
+    parts.append(totals)
     return " · ".join(parts)
 
 

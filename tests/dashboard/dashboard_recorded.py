@@ -11,14 +11,15 @@ import copy
 PINNED_CLOCK = 1763700100.0  # 2025-11-21T04:41:40Z; the test pins TZ=UTC
 
 
-def _counters(conn=0, total=0, bytes_in=0, bytes_out=0, requests=0, tunnels=0):
+def _counters(conn=0, total=0, bytes_in=0, bytes_out=0, requests=0, tunnels=0, tls=0, resumed=0, errors=None):
     return {
         "conn_current": conn, "conn_total": total, "bytes_in": bytes_in, "bytes_out": bytes_out,
         "connect_failures": 0, "timeouts": 0, "rejected": 0, "requests": requests,
         "responses": {"1xx": 0, "2xx": requests, "3xx": 0, "4xx": 0, "5xx": 0, "other": 0},
         "upgrades_attempted": tunnels, "upgrades_accepted": tunnels, "upgrades_refused": 0,
         "upgrades_stripped": 0, "tunnels_current": tunnels, "tunnels_total": tunnels,
-        "errors": {"connect": 0, "timeout": 0, "protocol": 0, "tls": 0, "no_server": 0, "refused": 0},
+        "errors": {"connect": 0, "timeout": 0, "protocol": 0, "tls": 0, "no_server": 0, "refused": 0, **(errors or {})},
+        "tls_handshakes": tls, "tls_resumed": resumed,
     }
 
 
@@ -52,7 +53,8 @@ def frame(step: int) -> dict:
         {"name": "secure", "profile": "https", "type": "https", "listen": ["0.0.0.0:8443"],
          "bound": ["0.0.0.0:8443"], "pool": "web", "routes": 1, "max_connections": 0, "state": "listening",
          "counters": _counters(conn=3, total=1000 + 9 * k, bytes_in=3_000_000 + 75_000 * k,
-                               bytes_out=17_000_000 + 290_000 * k, requests=3000 + 10 * k)},
+                               bytes_out=17_000_000 + 290_000 * k, requests=3000 + 10 * k,
+                               tls=990 + 9 * k, resumed=660 + 6 * k, errors={"tls": 4, "timeout": 2})},
         {"name": "db", "profile": "tcp", "type": "tcp", "listen": ["127.0.0.1:5433"], "bound": ["127.0.0.1:5433"],
          "pool": "db", "routes": 0, "max_connections": 100, "state": "listening",
          "counters": _counters(conn=1, total=120 + k, bytes_in=100_000 + 5_000 * k,
@@ -151,7 +153,7 @@ def history_frames(polls: int = len(LOAD_PATTERN)) -> list[dict]:
         for vs, vs0, vs1 in zip(nxt["/api/v1/virtual_servers"]["virtual_servers"],
                                 frame(0)["/api/v1/virtual_servers"]["virtual_servers"],
                                 base["/api/v1/virtual_servers"]["virtual_servers"]):
-            for key in ("requests", "bytes_in", "bytes_out", "conn_total"):
+            for key in ("requests", "bytes_in", "bytes_out", "conn_total", "tls_handshakes", "tls_resumed"):
                 step = vs1["counters"][key] - vs0["counters"][key]
                 factor = load if vs["name"] != "db" else 2.0 - load
                 vs["counters"][key] += int(step * factor)

@@ -17,7 +17,7 @@ from dashboard_recorded import PINNED_CLOCK, history_frames, load_frames  # noqa
 from adc.dashboard.app import DashboardApp  # noqa: E402
 from adc.dashboard.source import StaticSource  # noqa: E402
 
-SHOTS = {"dashboard-overview.svg": [], "dashboard-pools.svg": ["2"]}
+SHOTS = {"dashboard-overview.svg": ["down"], "dashboard-pools.svg": ["2"]}
 
 
 async def shoot(name: str, keys: list[str], size: tuple[int, int] = (110, 28)) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 import pytest
 
@@ -11,6 +12,7 @@ from adc.dashboard.app import DashboardApp
 from adc.dashboard.screens import ConfirmScreen
 from adc.dashboard.widgets import KeyedTable
 from adc.runtime.admin_client import AdminClient
+from adc.tls import certs
 
 SIZE = (100, 30)
 WAIT_S = 5.0
@@ -200,3 +202,56 @@ async def test_another_service_on_the_admin_address_is_named_so_and_asked_once()
     finally:
         server.close()
         await server.wait_closed()
+
+
+def _https_get(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None) -> tuple[bytes, ssl.SSLSession, bool]:
+    """One request over a new TLS connection (blocking: run in a thread); the status line,
+    the session (for the next connection) and whether this one resumed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+            s.sendall(b"GET /old HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := s.recv(4096):  # to the end: the session tickets come with the answer
+                answer += chunk
+            return answer.split(b"\r\n", 1)[0], s.session, s.session_reused
+
+
+async def test_live_tls_handshakes_of_the_virtual_server_under_the_cursor(appliance_factory, backends, tmp_path):
+    """Two real TLS connections, the second resuming the first's session: the Overview
+    shows them on the line about the https virtual server."""
+    certs.init(tmp_path / "certs")
+    web1 = await backends()
+    port = _free_port()
+    appliance = await appliance_factory(f"""
+        [appliance]
+        name = "live"
+        admin = "unix:run/adc.sock"
+        access_log = "off"
+
+        [virtual_server.secure]
+        listen = "127.0.0.1:{port}"
+        profile = "tls"
+        pool = "web"
+        routes = [{{ path_prefix = "/old", redirect = "https://{{host}}/new", redirect_code = 301 }}]
+
+        [profile.tls]
+        type = "https"
+        client_ssl = {{ certificates = [{{ cert = "{tmp_path}/certs/adc.pem", key = "{tmp_path}/certs/adc.key" }}] }}
+
+        [pool.web]
+        servers = [{{ name = "web1", address = "127.0.0.1:{web1.port}" }}]
+    """)
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "certs" / "ca.pem"))
+    status, session, resumed = await asyncio.to_thread(_https_get, port, ctx, None)
+    assert (status, resumed) == (b"HTTP/1.1 301 Moved Permanently", False)
+    status, _, resumed = await asyncio.to_thread(_https_get, port, ctx, session)
+    assert (status, resumed) == (b"HTTP/1.1 301 Moved Permanently", True)
+    address = appliance.admin_address
+    app = DashboardApp(AdminClient(address), address=address, interval=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        label = app.query_one("#vs-label")
+        await _until(lambda: "secure" in str(label.render()), pilot, "the virtual server's line")
+        text = " ".join(str(label.render()).split())
+        assert text.startswith("secure: profile tls (https) → pool web · TLS "), text
+        assert "handshakes/s, 50% resumed, 0 failed" in text and "2 connections, 2 requests" in text, text
+        await pilot.press("q")

@@ -8,7 +8,9 @@ import time
 from dashboard_recorded import FRAMES, frame, load_frames
 
 from adc.dashboard.app import DashboardApp
-from adc.dashboard.model import ENDPOINTS, EVENTS_MAX, RateTracker, Snapshot, pool_summary, sort_sessions, sparkline
+from adc.dashboard.model import (
+    ENDPOINTS, EVENTS_MAX, RateTracker, Snapshot, pool_summary, sort_sessions, sparkline, vs_summary,
+)
 from adc.dashboard.screens import ConfirmScreen, HelpScreen, MessageScreen, WeightScreen
 from adc.dashboard.widgets import KeyedTable, middle_cut
 
@@ -150,6 +152,38 @@ async def test_the_pool_under_the_cursor_is_described_in_full(static_app):
         assert str(label.render()) == "pool chat: source-hash · websocket health check"
         await _select(pilot, table, "pool:db")
         assert str(label.render()) == "pool db: round-robin · tcp health check · server SSL [/tls]"
+
+
+async def test_the_virtual_server_under_the_cursor_is_described_with_its_tls_handshakes(static_app):
+    """The Overview table has no room for TLS at 80 columns; the lines above it give the
+    handshake rate (from the two polls, one second apart), the resumed share and the failures."""
+    app = static_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await _start(app, pilot)
+        label = app.query_one("#vs-label")
+        table = app.query_one("#vs-table", KeyedTable)
+        await _select(pilot, table, "secure")
+        assert str(label.render()).replace("\n", " ") == (
+            "secure: profile https → pool web · TLS 9.0 handshakes/s, 67% resumed, 4 failed · errors: timeout 2"
+            " · 1 route · 1,009 connections, 3,010 requests"
+        )
+        await _select(pilot, table, "db")  # Layer 4: no TLS, no requests
+        assert str(label.render()).strip() == "db: profile tcp → pool db · 121 connections (at most 100 at once)"
+        # the next poll brings the next figures for the row under the cursor
+        await _select(pilot, table, "secure")
+        app.source.frames.append(frame(3))  # two seconds after the last poll: 18 handshakes
+        await app.poll_once()
+        await pilot.pause()
+        assert "TLS 9.0 handshakes/s, 67% resumed" in str(label.render()).replace("\n", " ")
+        assert "1,027 connections" in str(label.render()).replace("\n", " ")
+
+
+def test_vs_summary_survives_malformed_counters():
+    rates = RateTracker().get("x")
+    assert vs_summary({"name": "x", "type": "https", "counters": {"errors": "none", "tls_handshakes": "?"}}, rates) == (
+        "x: profile ? (https) → pool - · TLS 0.0 handshakes/s, 0 failed · 0 connections, 0 requests"
+    )
+    assert vs_summary({"name": "y", "type": "tcp", "counters": [1]}, rates) == "y: profile ? (tcp) → pool - · 0 connections"
 
 
 def test_pool_summary_names_every_setting_it_is_given():
