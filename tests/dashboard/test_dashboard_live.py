@@ -16,6 +16,8 @@ from adc.tls import certs
 
 SIZE = (100, 30)
 WAIT_S = 5.0
+# the appliance section of every configuration here: the admin API on a Unix socket
+APPLIANCE = '[appliance]\nname = "live"\nadmin = "unix:run/adc.sock"\naccess_log = "off"'
 
 
 def _free_port() -> int:
@@ -29,10 +31,7 @@ async def live(appliance_factory, backends):
     db1, web1, web2 = await backends(), await backends(), await backends()
     db_port, web_port = _free_port(), _free_port()
     appliance = await appliance_factory(f"""
-        [appliance]
-        name = "live"
-        admin = "unix:run/adc.sock"
-        access_log = "off"
+        {APPLIANCE}
 
         [virtual_server.db]
         listen = "127.0.0.1:{db_port}"
@@ -138,10 +137,7 @@ async def test_live_websocket_tunnel_shown_and_closed(appliance_factory):
         chat_port = server.sockets[0].getsockname()[1]
         port = _free_port()
         appliance = await appliance_factory(f"""
-            [appliance]
-            name = "live"
-            admin = "unix:run/adc.sock"
-            access_log = "off"
+            {APPLIANCE}
 
             [virtual_server.web]
             listen = "127.0.0.1:{port}"
@@ -223,10 +219,7 @@ async def test_live_tls_handshakes_of_the_virtual_server_under_the_cursor(applia
     web1 = await backends()
     port = _free_port()
     appliance = await appliance_factory(f"""
-        [appliance]
-        name = "live"
-        admin = "unix:run/adc.sock"
-        access_log = "off"
+        {APPLIANCE}
 
         [virtual_server.secure]
         listen = "127.0.0.1:{port}"
