@@ -210,8 +210,8 @@ def add_forwarding(
     return out
 
 
-# Heads are joined from their pieces, never %-formatted: a bytes % costs several times a
-# join of the same pieces, and a head is built for every request and every answer.
+# A head is joined once from its pieces (start line, fields, tail), with no %-formatting
+# per field: it is built for every request and every answer.
 def header_lines(headers: Headers) -> bytes:
     """`name: value CRLF` for each field, in order."""
     return head_bytes(b"", headers, b"")
