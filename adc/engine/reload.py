@@ -370,6 +370,10 @@ async def _commit(
     access_log: AccessLog | None,
 ) -> None:
     # 1. swap state (no awaits until the old listeners are closed)
+    for name, replaced in engine.pools.items():
+        if pools.get(name) is not replaced:  # removed, or rebuilt: count what its floods held back now
+            for limit in replaced.limits.values():
+                limit.close()
     engine.pools = pools
     retired: list[VirtualServerRuntime] = []
     old_servers = [s for vs in engine.virtual_servers.values() for s in vs.listeners.values()]
@@ -466,6 +470,8 @@ async def _retire(engine: "Engine", vss: list["VirtualServerRuntime"], grace: fl
         for vs in vss:
             if vs in retired:
                 retired.remove(vs)
+            for limit in vs.limits.values():
+                limit.close()  # the lines its floods held back are counted before it goes
 
 
 async def close_retired(engine: "Engine", grace: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -12,6 +13,7 @@ import pytest
 from adc.appliance import Appliance
 from adc.config.load import load
 from adc.engine.listener import ListenError, file_name
+from adc.runtime.loglimit import LineLimit
 from tests.conftest import free_port
 from tests.runtime.conftest import PlainEcho, echo_roundtrip
 
@@ -119,6 +121,39 @@ async def test_removed_virtual_server_lets_live_session_finish(harness, backends
     assert await exchange(reader, writer, b"still") == b"still"
     assert await echo_roundtrip(port) == b"ping"
     writer.close()
+
+
+async def test_held_back_log_lines_of_what_a_reload_removed_are_counted(harness, backends, caplog):
+    """A pool removed by a reload has the count of log lines its flood limits held back
+    written at once; a removed virtual server, a session of it still open, when it goes
+    (here: when the appliance stops), not lost with the process."""
+    b = await backends()
+    port, port2 = free_port(), free_port()
+    app = await harness.start(config({"web": port, "old": port2}, {"p": [b.port], "q": [b.port]}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port2)
+    assert await exchange(reader, writer, b"x") == b"x"
+    old = app.engine.virtual_servers["old"]
+    caplog.set_level(logging.WARNING, logger="test.retired")
+    pool_lines = app.engine.pools["q"].limits["test"] = LineLimit(logging.getLogger("test.retired"), burst=1,
+                                                                  window=600)
+    for i in range(2):
+        pool_lines.log("pool line %d", i)
+    harness.write(config({"web": port}, {"p": [b.port]}))
+    assert (await app.reload())["ok"]
+    assert old in app.engine.retired
+    assert [r.getMessage() for r in caplog.records if r.name == "test.retired"] == [
+        "pool line 0", "pool line 1 (and 1 more such line(s) in 600s, not written one by one)"
+    ]
+    caplog.clear()
+    held = old.limits["test"] = LineLimit(logging.getLogger("test.retired"), burst=1, window=600)
+    for i in range(3):
+        held.log("line %d", i)
+    await app.stop(grace=0)
+    harness.appliance = None
+    writer.close()
+    assert [r.getMessage() for r in caplog.records if r.name == "test.retired"] == [
+        "line 0", "line 2 (and 2 more such line(s) in 600s, not written one by one)"
+    ]
 
 
 async def test_address_moves_to_a_renamed_virtual_server_without_refusal(harness, backends):
