@@ -41,6 +41,8 @@ def test_the_compiled_modules_type_check():
 def test_decide():
     d = "digest"
     assert compiled.decide(False, d, True, d) == (True, "compiled with mypyc")
+    assert compiled.decide(False, d, True, d, d) == (True, "compiled with mypyc, profile-guided")
+    assert compiled.decide(False, d, True, d, "an older build's") == (True, "compiled with mypyc")
     assert compiled.decide(True, d, True, d)[0] is False
     assert "not built" in compiled.decide(False, None, False, d)[1]
     assert "did not compile" in compiled.decide(False, d, False, d)[1]
@@ -53,7 +55,7 @@ def test_this_process_runs_what_the_status_says():
     import adc.http.exchange  # noqa: F401
 
     expected = compiled.in_use()
-    assert expected == (compiled.status() == "compiled with mypyc")
+    assert expected == compiled.status().startswith("compiled with mypyc")
     assert all(compiled.running_compiled(m) == expected for m in ("adc.http.exchange", "adc.engine.l7"))
 
 
@@ -69,7 +71,7 @@ def test_a_build_older_than_its_sources_is_not_used(tmp_path):
     shutil.copytree(ROOT / "adc", tmp_path / "adc", ignore=shutil.ignore_patterns("__pycache__"))
     for library in ROOT.glob("adc_native__mypyc*"):  # the library the compiled modules share
         shutil.copy2(library, tmp_path)
-    assert probe(tmp_path) == ("compiled with mypyc", "True True")
+    assert probe(tmp_path) == (compiled.status(), "True True")
     with open(tmp_path / "adc" / "http" / "parser.py", "a") as source:
         source.write("\n# edited after the build\n")
     status, which = probe(tmp_path)
@@ -85,3 +87,15 @@ def test_the_sources_pass_the_layer7_tests_too():
         cwd=ROOT, env=os.environ | {compiled.PURE_ENV: "1"}, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_the_profile_guided_build_trains_on_real_traffic():
+    """The build compiles twice with GCC, the second time with the profile `python -m adc.pgo`
+    recorded (setup.py): the workload must keep running against the compiled traffic path, or
+    the build silently loses its profile."""
+    done = subprocess.run([sys.executable, "-m", "adc.pgo"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if compiled.in_use():
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "connections" in done.stdout
+    else:  # nothing to train: the build then compiles without a profile
+        assert done.returncode == 1 and "nothing to train" in done.stderr
