@@ -94,10 +94,12 @@ class OptionalBuildExt(build_ext):
                 shutil.copy2(Path(self.build_lib) / name, staging / name)
             env = {k: v for k, v in os.environ.items() if k != compiled["PURE_ENV"]}
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(staging), env.get("PYTHONPATH", "")) if p)
-            done = subprocess.run([sys.executable, "-m", "adc.pgo"], cwd=staging, env=env, capture_output=True,
-                                  text=True, timeout=PGO_TRAINING_SECONDS)
+            # faulthandler: a crash leaves the Python stack in the install log
+            done = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "adc.pgo"], cwd=staging, env=env,
+                                  capture_output=True, text=True, timeout=PGO_TRAINING_SECONDS)
             if done.returncode != 0:
-                raise RuntimeError(f"training failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+                print("\n".join((done.stderr or done.stdout).strip().splitlines()[-20:]), file=sys.stderr)
+                raise RuntimeError(f"training failed (exit status {done.returncode})")
             if not any(profile_dir.rglob("*.gcda")):
                 raise RuntimeError("training recorded no profile")
             print(f"adc: profile-guided build: {done.stdout.strip()}", file=sys.stderr)

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import socket
 import ssl
 import sys
 import tempfile
@@ -91,6 +92,8 @@ class _RealServer(asyncio.Protocol):
 
 
 class _Echo(asyncio.Protocol):
+    """Echoes, and half-closes once the client has (never `write_eof()`: see adc.relay.shutdown_write)."""
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
 
@@ -98,7 +101,10 @@ class _Echo(asyncio.Protocol):
         self.transport.write(data)
 
     def eof_received(self) -> bool:
-        self.transport.write_eof()
+        from adc.relay import shutdown_write
+
+        if not shutdown_write(self.transport):
+            self.transport.close()
         return True
 
 
@@ -157,13 +163,18 @@ async def _wss_client(port: int, tls: ssl.SSLContext, count: int, done: Counter[
 
 
 async def _tcp_client(port: int, count: int, done: Counter[str]) -> None:
+    loop = asyncio.get_running_loop()
     for _ in range(count):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"x" * 1024)
-        writer.write_eof()
-        if len(await reader.read()) != 1024:
+        with socket.socket() as sock:  # a plain socket: its half-close is a shutdown()
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            await loop.sock_sendall(sock, b"x" * 1024)
+            sock.shutdown(socket.SHUT_WR)
+            received = 0
+            while chunk := await loop.sock_recv(sock, 65536):
+                received += len(chunk)
+        if received != 1024:
             raise RuntimeError("the relay lost bytes")
-        writer.close()
         done["tcp connections"] += 1
 
 
@@ -173,8 +184,6 @@ async def _serve(factory: type[asyncio.Protocol]) -> tuple[asyncio.Server, int]:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

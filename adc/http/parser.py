@@ -476,9 +476,11 @@ class ResponseParser:
         self.upgraded = False
         self._current: ResponseHead | None = None
         self._switching: ResponseHead | None = None  # a 101 head, reported when parsing stops
-        self._between = False  # llhttp sits cleanly between two responses: it can be reused
         self._final = False  # a final (non-interim) head was parsed
         self._fresh()
+        # llhttp sits cleanly between two responses: it can be reused (so can a new one,
+        # which the first expect() keeps rather than making another)
+        self._between = True
 
     def _fresh(self) -> None:
         self._between = False
