@@ -50,7 +50,10 @@ def send_websocket_data(connection: object) -> None:
             transport.close()  # TLS (or bytes still queued): close once flushed, as websockets does
 
 
-class _Echo(asyncio.Protocol):
+class EchoServer(asyncio.Protocol):
+    """A TCP echo server that passes the client's half-close back (never `write_eof()`: see
+    `adc.relay.shutdown_write`). The demo's Layer-4 real servers; the build's training too (adc.pgo)."""
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
 
@@ -103,7 +106,7 @@ class DemoServers:
     async def _start_one(self, kind: str, rs: RealServer, tls: ssl.SSLContext | None) -> None:
         loop = asyncio.get_running_loop()
         if kind == "echo":
-            server = await loop.create_server(_Echo, rs.address.host, rs.address.port, ssl=tls, reuse_address=True)
+            server = await loop.create_server(EchoServer, rs.address.host, rs.address.port, ssl=tls, reuse_address=True)
             self.servers.append(server)
             return
         from websockets.asyncio.server import ServerConnection, serve

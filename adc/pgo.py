@@ -5,9 +5,8 @@
 setup.py compiles the traffic path (`adc.compiled.MODULES`) once with GCC's
 instrumentation, runs this module against that build, and compiles again with the
 profile it recorded: the compiler then lays the code that runs per connection out
-together and moves error paths aside, which saved about 2% of the CPU a new wss
-connection costs (README, "Set up"). CPython's own `--enable-optimizations` build works
-the same way.
+together and moves error paths aside (README, "Set up", has what it saved). CPython's
+own `--enable-optimizations` build works the same way.
 
 The workload is what the appliance does most, with every piece real and on loopback:
 an `http`, an `https` (TLS termination with a generated certificate) and a `tcp`
@@ -89,23 +88,6 @@ class _RealServer(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         return False
-
-
-class _Echo(asyncio.Protocol):
-    """Echoes, and half-closes once the client has (never `write_eof()`: see adc.relay.shutdown_write)."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def eof_received(self) -> bool:
-        from adc.relay import shutdown_write
-
-        if not shutdown_write(self.transport):
-            self.transport.close()
-        return True
 
 
 async def _read_response(reader: asyncio.StreamReader) -> bytes:
@@ -192,12 +174,13 @@ def _free_port() -> int:
 async def _train(work: Path, done: Counter[str]) -> None:
     from adc.appliance import Appliance
     from adc.config.load import load
+    from adc.demo import EchoServer
     from adc.tls.certs import CA_CERT, SERVER_CERT, SERVER_KEY, init
 
     init(work)
     web, web_port = await _serve(_RealServer)
     web2, web2_port = await _serve(_RealServer)
-    echo, echo_port = await _serve(_Echo)
+    echo, echo_port = await _serve(EchoServer)
     http_port, https_port, tcp_port = _free_port(), _free_port(), _free_port()
     config = work / "appliance.toml"
     config.write_text(textwrap.dedent(f"""\
