@@ -45,6 +45,7 @@ MODULES = (
     "adc.pools.pool",
     "adc.pools.balancers",
     "adc.pools.persistence",
+    "adc.runtime.deadlines",
     "adc.runtime.stats",
     "adc.runtime.accesslog",
 )

@@ -10,8 +10,8 @@ two read chunks, whatever the peers do.
 Half-close is propagated (a FIN once the buffer is flushed; a TLS transport cannot
 half-close, so it is closed once its buffer is flushed), after which that side's fin timeout
 applies. Idleness is checked lazily: the data path only stamps `last_activity`, and
-sessions share coarse timers (one per deadline slot, see `_Deadlines`), so an idle tunnel
-costs no timer object of its own.
+sessions share the event loop's timers (one per deadline slot, see `adc.runtime.deadlines`),
+so an idle tunnel costs no timer object of its own.
 """
 
 from __future__ import annotations
@@ -19,74 +19,17 @@ from __future__ import annotations
 import _socket
 import asyncio
 import logging
-import math
 import socket
 import time
-import weakref
 from typing import Callable, cast
 
+from adc.runtime.deadlines import Timed
 from adc.runtime.stats import Session
 
 log = logging.getLogger("adc.relay")
 
 WRITE_HIGH_WATER_BYTES = 256 * 1024
 FIN_DRAIN_POLL_SECONDS = 0.01  # how often a pending half-close checks the write buffer
-FINE_SLOT_SECONDS = 0.05  # deadline precision for timeouts under COARSE_FROM_SECONDS
-COARSE_SLOT_SECONDS = 1.0
-COARSE_FROM_SECONDS = 10.0
-
-
-class _Deadlines:
-    """Shared timers for many sessions: one loop timer per deadline slot, not per session.
-
-    A session is filed under the slot of its deadline; when the slot fires, each session
-    re-checks its real deadline (activity may have moved it) and files itself again if it
-    is not due. Precision is one slot.
-    """
-
-    __slots__ = ("slot", "buckets")
-
-    def __init__(self, slot: float):
-        self.slot = slot  # (the loop is not kept: this object lives in a dict keyed weakly by it)
-        self.buckets: dict[int, set[Relay]] = {}
-
-    def add(self, relay: "Relay", when: float) -> int:
-        tick = math.ceil(when / self.slot)
-        bucket = self.buckets.get(tick)
-        if bucket is None:
-            bucket = self.buckets[tick] = set()
-            relay.loop.call_at(tick * self.slot, self._fire, tick)
-        bucket.add(relay)
-        return tick
-
-    def discard(self, relay: "Relay", tick: int) -> None:
-        bucket = self.buckets.get(tick)
-        if bucket is not None:
-            bucket.discard(relay)
-
-    def _fire(self, tick: int) -> None:
-        for relay in self.buckets.pop(tick, ()):
-            relay._on_timer()
-
-
-_DEADLINES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[_Deadlines, _Deadlines]]" = (
-    weakref.WeakKeyDictionary()
-)
-
-
-_last: "tuple[weakref.ref[asyncio.AbstractEventLoop], tuple[_Deadlines, _Deadlines]] | None" = None
-
-
-def _deadlines(loop: asyncio.AbstractEventLoop) -> tuple[_Deadlines, _Deadlines]:
-    global _last
-    last = _last
-    if last is not None and last[0]() is loop:  # the one loop there is, but for tests
-        return last[1]
-    pair = _DEADLINES.get(loop)
-    if pair is None:
-        pair = _DEADLINES[loop] = (_Deadlines(FINE_SLOT_SECONDS), _Deadlines(COARSE_SLOT_SECONDS))
-    _last = (weakref.ref(loop), pair)
-    return pair
 
 
 def shutdown_write(transport: asyncio.BaseTransport) -> bool:
@@ -195,12 +138,12 @@ class _Side:
             del self.relay
 
 
-class Relay:
+class Relay(Timed):
     """Relays bytes between a client transport and a real-server transport."""
 
     __slots__ = (
         "session", "client", "server", "idle_timeout", "client_fin_timeout", "server_fin_timeout",
-        "high_water", "loop", "timer", "timer_wheel", "closed", "reason", "on_close", "started", "_early_buf",
+        "high_water", "loop", "closed", "reason", "on_close", "started", "_early_buf",
     )
 
     def __init__(
@@ -214,6 +157,7 @@ class Relay:
         on_close: Callable[["Relay", str], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ):
+        super().__init__()
         self.session = session
         self.client = _Side(self, True)
         self.server = _Side(self, False)
@@ -222,8 +166,6 @@ class Relay:
         self.server_fin_timeout = server_fin_timeout
         self.high_water = high_water
         self.loop = loop if loop is not None else asyncio.get_running_loop()
-        self.timer: int | None = None  # the deadline slot this session is filed under
-        self.timer_wheel: _Deadlines | None = None
         self.closed = False
         self.reason = ""
         self.on_close = on_close
@@ -302,20 +244,12 @@ class Relay:
         return self.idle_timeout
 
     def _arm(self, delay: float) -> None:
-        self._disarm()
         if delay > 0 and not self.closed:
-            fine, coarse = _deadlines(self.loop)
-            wheel = fine if delay < COARSE_FROM_SECONDS else coarse
-            self.timer = wheel.add(self, self.loop.time() + delay)
-            self.timer_wheel = wheel
+            self.file_deadline(self.loop, self.loop.time() + delay, delay)
+        else:
+            self.drop_deadline()
 
-    def _disarm(self) -> None:
-        if self.timer is not None and self.timer_wheel is not None:
-            self.timer_wheel.discard(self, self.timer)
-        self.timer = None
-
-    def _on_timer(self) -> None:
-        self.timer = None
+    def on_deadline(self) -> None:
         if self.closed:
             return
         timeout = self._timeout()
@@ -408,7 +342,7 @@ class Relay:
         self.closed = True
         self.reason = reason
         self.session.closer = None  # it refers to us: no cycle left behind
-        self._disarm()
+        self.drop_deadline()
         for side in (self.client, self.server):
             if side.fin_timer is not None:
                 side.fin_timer.cancel()

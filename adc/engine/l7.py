@@ -58,6 +58,7 @@ from adc.http.events import Headers
 from adc.http.headers import get_one
 from adc.pools.balancers import PickContext
 from adc.relay import Relay
+from adc.runtime.deadlines import Timed
 from adc.runtime.loglimit import limited
 from adc.runtime.stats import Session, count_request
 from adc.tls.clientcert import certificate_subject, client_cert_fields
@@ -419,18 +420,23 @@ class ServerProtocol:
 
 
 # -- the client side ------------------------------------------------------------------------------
-class ClientProtocol:
-    """One client connection of an `http`/`https` virtual server."""
+class ClientProtocol(Timed):
+    """One client connection of an `http`/`https` virtual server.
+
+    Its timeouts are one deadline at a time (see `_arm`), filed with the event loop's
+    others (adc.runtime.deadlines).
+    """
 
     __slots__ = (
         "vs", "engine", "profile", "transport", "exchange", "server", "open_task", "client_ip", "client",
-        "client_cert", "loop", "timer", "client_activity", "server_activity", "head_started", "hold", "backpressure",
+        "client_cert", "loop", "client_activity", "server_activity", "head_started", "hold", "backpressure",
         "writing_paused", "closed", "relay", "queue", "running", "request_started", "tunnel_started",
         "tunnel_facts", "tunnel_rs", "counted", "high_water", "request_server", "to_client", "to_server", "idle",
         "ip_context", "timer_at", "min_wait", "outbox", "deferred", "tls_names",
     )
 
     def __init__(self, vs: "VirtualServerRuntime") -> None:
+        super().__init__()
         self.vs = vs
         self.engine = vs.engine
         self.profile = vs.profile
@@ -444,8 +450,7 @@ class ClientProtocol:
         self.tls_names: tuple[str | None, str | None] | None = None  # https: TLS version and cipher, once asked
         loop: asyncio.AbstractEventLoop | None = vs.engine.loop
         self.loop = loop if loop is not None else asyncio.get_running_loop()
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at = 0.0  # when `timer` fires
+        self.timer_at = 0.0  # the deadline filed, if one is (see _arm)
         # the shortest of the timeouts that count from activity (see _arm)
         wait = math.inf
         for t in (self.profile.timeout_client, self.profile.timeout_server):
@@ -871,33 +876,31 @@ class ClientProtocol:
     def _arm(self) -> None:
         if self.closed or self.relay is not None:
             return
-        if self.timer is not None and self.timer_at <= self.client_activity + self.min_wait:
+        filed = self.deadline_wheel is not None
+        if filed and self.timer_at <= self.client_activity + self.min_wait:
             # Every deadline but a request head's comes at least min_wait after the
-            # last client activity, so the pending timer fires first (and re-arms lazily).
+            # last client activity, so the deadline filed comes first (and is filed again lazily).
             ex = self.exchange
             if ex is not None and not ex.head_in_progress:
                 return
         deadline = self._deadline()
         if deadline is None:
-            return  # a pending timer finds nothing to do and is not re-armed
+            return  # a deadline filed finds nothing to do and is not filed again
         at = deadline[1]
-        timer = self.timer
-        if timer is not None:
-            if self.timer_at <= at:
-                return  # fires first and re-arms lazily
-            timer.cancel()
+        if filed and self.timer_at <= at:
+            return  # comes first and is filed again lazily
         self.timer_at = at
-        self.timer = self.loop.call_at(at, self._on_timer)
+        self.file_deadline(self.loop, at, at - self.loop.time())
 
-    def _on_timer(self) -> None:
-        self.timer = None
+    def on_deadline(self) -> None:
         deadline = self._deadline()
         if deadline is None or self.exchange is None:
             return
         kind, at = deadline
-        if self.loop.time() < at - 0.001:
+        left = at - self.loop.time()
+        if left > 0.001:
             self.timer_at = at
-            self.timer = self.loop.call_at(at, self._on_timer)
+            self.file_deadline(self.loop, at, left)
             return
         self.vs.counters.timeouts += 1
         self.vs.counters.error("timeout")
@@ -911,9 +914,7 @@ class ClientProtocol:
         conn = self.server
         t = self.transport
         assert conn is not None and conn.transport is not None and t is not None and conn.rs is not None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.drop_deadline()
         vs = self.vs
         p = self.profile
         session = Session("tunnel", self.client, vs.name, vs.counters, time.monotonic())
@@ -1064,9 +1065,7 @@ class ClientProtocol:
         return {"tls_version": names[0], "tls_cipher": names[1]}
 
     def _cleanup(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.drop_deadline()
         if self.open_task is not None:
             self.open_task.cancel()
             self.open_task = None

@@ -53,6 +53,8 @@ import ssl
 from collections.abc import Callable
 from typing import Any, Final
 
+from adc.runtime.deadlines import Timed
+
 # One SSL read returns at most one record's 16 KiB. Reads ask for no more than what has
 # arrived: a larger buffer would be allocated (and, above glibc's mmap threshold, mapped
 # and unmapped) for every read, to hold a few hundred bytes.
@@ -67,7 +69,7 @@ CLOSED: Final = 3
 _NOT_CONNECTED: Final = "-"
 
 
-class TLSLayer:
+class TLSLayer(Timed):
     """One TLS connection: protocol of the TCP transport, transport of `protocol`.
 
     The server side of a client's connection by default; with `waiter`, the client side of
@@ -77,6 +79,7 @@ class TLSLayer:
     def __init__(self, context: ssl.SSLContext, protocol: Any, loop: asyncio.AbstractEventLoop,
                  handshake_timeout: float = 0.0, waiter: asyncio.Future | None = None,
                  server_hostname: str | None = None, session: Any = None, resume: Any = None) -> None:
+        super().__init__()  # the handshake's deadline, filed with the loop's others (adc.runtime.deadlines)
         self.context = context
         self.protocol: Any = protocol
         self.loop = loop
@@ -93,7 +96,7 @@ class TLSLayer:
         self.outgoing = ssl.MemoryBIO()
         self.sslobj: Any = None  # the C-level TLS connection (`ssl.SSLObject._sslobj`)
         self.state = HANDSHAKE
-        self.timer: asyncio.TimerHandle | None = None  # the handshake deadline
+        self.handshake_deadline = 0.0  # event-loop time; 0: unbounded
         self.spoke = False  # the client sent bytes during the handshake (a failure is worth a report)
         self.reported = False  # its failure has been reported
         self.reading = True  # the protocol has not paused reading
@@ -135,7 +138,8 @@ class TLSLayer:
             self.session = None
             self.spoke = True  # every failure is the dialler's to hear
         if self.handshake_timeout > 0:
-            self.timer = self.loop.call_later(self.handshake_timeout, self._handshake_timed_out)
+            self.handshake_deadline = self.loop.time() + self.handshake_timeout
+            self.file_deadline(self.loop, self.handshake_deadline, self.handshake_timeout)
         if not self.server_side:
             self._handshake()  # the ClientHello
 
@@ -256,16 +260,18 @@ class TLSLayer:
         except Exception:  # a logging hook must never break the connection's handling
             pass
 
-    def _handshake_timed_out(self) -> None:
-        self.timer = None
-        if self.state == HANDSHAKE:
-            self.spoke = True  # a silent client holding the connection is reported too
-            self._failed(TimeoutError("TLS handshake timed out"))
+    def on_deadline(self) -> None:
+        if self.state != HANDSHAKE:
+            return
+        left = self.handshake_deadline - self.loop.time()
+        if left > 0.001:  # the slot came a little early (the event loop's clock counts milliseconds)
+            self.file_deadline(self.loop, self.handshake_deadline, left)
+            return
+        self.spoke = True  # a silent client holding the connection is reported too
+        self._failed(TimeoutError("TLS handshake timed out"))
 
     def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.drop_deadline()
 
     @property
     def peer(self) -> str:
