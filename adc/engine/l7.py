@@ -303,13 +303,20 @@ def _request_lookups(headers: Headers) -> tuple[Callable[[str], str | None], Cal
 
 
 # -- the real-server side ----------------------------------------------------------------------
+# what a real server may send before its connection's handover without its reading paused
+HOLD_BYTES = 64 * 1024
+
+
 class ServerProtocol:
     """One connection to a real server; owned by a client connection or idle.
 
     A new connection carries its first request head from the start (see `dial`), so the
     answer may arrive before the connection is handed to its client: until then what the
-    server sends is held (reading paused, so at most one read's worth) and passed on at
-    the handover (`hand_over`), its end included.
+    server sends is held and passed on at the handover (`hand_over`), its end included.
+    The handover comes in the event-loop iteration after the connection is made, so
+    the answer usually arrives whole with nothing after it, and reading goes on (pausing
+    and resuming it would cost two changes of the event loop's interest in the socket).
+    Past `HOLD_BYTES`, reading pauses: at most that and one read's worth are held.
     """
 
     __slots__ = (
@@ -339,8 +346,10 @@ class ServerProtocol:
         owner = self.owner
         if owner is None:
             if self.requests == 0:  # not handed over yet: keep it for the client
-                self.held = data if self.held is None else self.held + data
-                self.set_reading(False)
+                held = data if self.held is None else self.held + data
+                self.held = held
+                if len(held) > HOLD_BYTES:
+                    self.set_reading(False)
                 return
             self._drop_idle()  # bytes on an idle connection: it cannot be trusted any more
             return

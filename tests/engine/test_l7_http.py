@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Callable
 
 import pytest
 
+from adc.engine.l7 import HOLD_BYTES
 from tests.conftest import free_port
 from tests.engine.l7_servers import HttpBackend
 
@@ -436,6 +438,32 @@ async def test_answer_before_the_connection_is_handed_over_is_kept_in_order(appl
         writer.write(b"GET /end HTTP/1.1\r\nHost: a\r\n\r\n")
         status, _, _ = await read_response(reader)
         assert status == 502
+        writer.close()
+    finally:
+        server.close()
+
+
+async def test_a_large_answer_before_the_handover_arrives_whole_and_in_order(appliance_factory):
+    """More than HOLD_BYTES before the handover: reading pauses there, nothing is lost or reordered."""
+    body = bytes(range(256)) * 4096  # 1 MiB
+    assert len(body) > HOLD_BYTES
+
+    def send(conn: socket.socket) -> None:
+        def blocking() -> None:  # the appliance reads as it can; this thread waits for it
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            conn.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=blocking, daemon=True).start()
+
+    server = AnsweringAtAccept(send)
+    port = free_port()
+    await appliance_factory(config(port, {"web": [server.port]}))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, headers, got = await asyncio.wait_for(read_response(reader), 10)
+        assert status == 200 and int(headers["content-length"]) == len(body)
+        assert got == body
         writer.close()
     finally:
         server.close()
