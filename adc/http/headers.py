@@ -132,15 +132,29 @@ def without(headers: Headers, names: Iterable[bytes]) -> Headers:
 _FORWARDING: frozenset[bytes] = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
 
 
+def _underscored(name: bytes) -> list[bytes]:
+    """The spellings of `name` with some of its hyphens written as underscores (at least one)."""
+    parts = name.split(b"-")
+    out = []
+    for mask in range(1, 1 << (len(parts) - 1)):
+        spelt = parts[0]
+        for i, part in enumerate(parts[1:]):
+            spelt += (b"_" if mask >> i & 1 else b"-") + part
+        out.append(spelt)
+    return out
+
+
+# CGI-style servers read X_Forwarded_For as X-Forwarded-For: every such spelling of our fields
+_UNDERSCORED_FORWARDING: frozenset[bytes] = frozenset(u for name in _FORWARDING for u in _underscored(name))
+
+
+def has_underscored_forwarding(index: dict[bytes, list[bytes]]) -> bool:
+    """A field of the (lower-case) index is one of ours spelt with underscores (one set operation)."""
+    return not _UNDERSCORED_FORWARDING.isdisjoint(index)
+
+
 # `name.find(b"_")`, not `b"_" in name`: CPython's `in` on bytes first tries the needle as
 # an integer and builds (and drops) a TypeError, several times the cost of the search.
-def has_underscored_forwarding(index: dict[bytes, list[bytes]]) -> bool:
-    for name in index:
-        if name.find(b"_") >= 0 and name.replace(b"_", b"-") in _FORWARDING:
-            return True
-    return False
-
-
 def without_underscored_forwarding(headers: Headers) -> Headers:
     return [(n, v) for n, v in headers if n.find(b"_") < 0 or n.lower().replace(b"_", b"-") not in _FORWARDING]
 

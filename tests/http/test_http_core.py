@@ -397,3 +397,17 @@ def test_response_transfer_codings_still_accepted(te, kind):
     r = ResponseParser()
     r.expect("GET")
     assert r.receive_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + te + b"\r\n\r\n")[0].body is kind
+
+
+def test_every_underscored_spelling_of_the_forwarding_fields_is_caught():
+    """Each hyphen of X-Forwarded-For/-Proto may be an underscore; names without one, or other names, pass."""
+    import itertools
+
+    from adc.http.headers import has_underscored_forwarding
+
+    for name in (b"x-forwarded-for", b"x-forwarded-proto"):
+        parts = name.split(b"-")
+        for seps in itertools.product((b"-", b"_"), repeat=len(parts) - 1):
+            spelt = parts[0] + b"".join(s + p for s, p in zip(seps, parts[1:]))
+            assert has_underscored_forwarding({b"host": [b"a"], spelt: [b"1"]}) == (b"_" in spelt), spelt
+    assert not has_underscored_forwarding({b"x_other": [b"1"], b"x_forwarded_host": [b"a"], b"forwarded": [b"x"]})
