@@ -175,17 +175,22 @@ class Relay(Timed):
 
     # ------------------------------------------------------------------ wiring
 
-    def attach(self, client: asyncio.Transport, server: asyncio.Transport) -> None:
-        """Take over two live transports (the Layer-7 engine's hand-over after a 101)."""
+    def attach(self, client: asyncio.Transport, server: asyncio.Transport, limits_set: bool = False) -> None:
+        """Take over two live transports (the Layer-7 engine's hand-over after a 101).
+
+        `limits_set`: both already have this relay's write-buffer limits (high water, a
+        quarter of it low).
+        """
         # a _Side has every protocol method without being a BaseProtocol (see _Side)
         client.set_protocol(cast(asyncio.BaseProtocol, self.client))
         server.set_protocol(cast(asyncio.BaseProtocol, self.server))
-        self._attach(self.client, client)
-        self._attach(self.server, server)
+        self._attach(self.client, client, not limits_set)
+        self._attach(self.server, server, not limits_set)
 
-    def _attach(self, side: _Side, transport: asyncio.Transport) -> None:
+    def _attach(self, side: _Side, transport: asyncio.Transport, set_limits: bool = True) -> None:
         side.transport = transport
-        transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)
+        if set_limits:
+            transport.set_write_buffer_limits(high=self.high_water, low=self.high_water // 4)
         if not self.started:
             transport.pause_reading()  # nothing flows until start()
 

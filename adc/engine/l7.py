@@ -951,7 +951,7 @@ class ClientProtocol(Timed):
         self.tunnel_rs = conn.rs
         conn.pool.tunnel_opened(conn.rs)
         self.engine.stats.open_session(session)
-        relay.attach(t, conn.transport)
+        relay.attach(t, conn.transport, limits_set=conn.high_water == self.high_water)  # (see _attach)
         relay.start(action.client_leftover, action.server_leftover)
         # No HTTP code runs any more: free the parsers and buffers (an idle tunnel should
         # cost little more than its two transports).
