@@ -7,6 +7,7 @@ act on it) and another server is tried, up to `Profile.connect_retries` times.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import ipaddress
@@ -149,18 +150,23 @@ _NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
 # descriptor; by then another thread (a name lookup, say) may hold that number. Its family
 # and type are class attributes here: the event loop reads both when it makes the
 # transport, and the stdlib's properties build an enum member in interpreted code on each read.
+# `__init__` is what socket.socket's does for a new socket (its own is interpreted code).
 @mypyc_attr(native_class=False)  # compiled classes cannot extend socket.socket
 class _Socket4(socket.socket):
     __slots__ = ()
     family = socket.AF_INET
     type = socket.SOCK_STREAM
 
+    def __init__(self, family: int, type: int) -> None:
+        _socket.socket.__init__(self, family, type, 0)
+        self._io_refs = 0
+        self._closed = False
+
 
 @mypyc_attr(native_class=False)
-class _Socket6(socket.socket):
+class _Socket6(_Socket4):
     __slots__ = ()
     family = socket.AF_INET6
-    type = socket.SOCK_STREAM
 
 
 def _connected(sock: socket.socket) -> bool:
