@@ -402,6 +402,16 @@ class AnsweringAtAccept:
             conn.close()
 
 
+async def _asked_at_accept(appliance_factory, send: Callable[[socket.socket], None]):
+    """(server, reader, writer): an appliance in front of an AnsweringAtAccept server, asked `GET /`."""
+    server = AnsweringAtAccept(send)
+    port = free_port()
+    await appliance_factory(config(port, {"web": [server.port]}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    return server, reader, writer
+
+
 async def test_answer_before_the_connection_is_handed_over_is_kept_in_order(appliance_factory):
     """A real server that answers (or ends) the moment it accepts, before reading the request.
 
@@ -455,12 +465,8 @@ async def test_a_large_answer_before_the_handover_arrives_whole_and_in_order(app
 
         threading.Thread(target=blocking, daemon=True).start()
 
-    server = AnsweringAtAccept(send)
-    port = free_port()
-    await appliance_factory(config(port, {"web": [server.port]}))
+    server, reader, writer = await _asked_at_accept(appliance_factory, send)
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         status, headers, got = await asyncio.wait_for(read_response(reader), 10)
         assert status == 200 and int(headers["content-length"]) == len(body)
         assert got == body
@@ -476,12 +482,8 @@ async def test_an_answer_cut_short_ends_the_client_with_a_reset(appliance_factor
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
         conn.close()
 
-    server = AnsweringAtAccept(send)
-    port = free_port()
-    await appliance_factory(config(port, {"web": [server.port]}))
+    server, reader, writer = await _asked_at_accept(appliance_factory, send)
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         status, headers, _ = await read_response(reader, head_only=True)
         assert status == 200 and headers["content-length"] == "10"
         got = b""
