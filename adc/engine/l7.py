@@ -441,7 +441,7 @@ class ClientProtocol(Timed):
         "client_cert", "loop", "client_activity", "server_activity", "head_started", "hold", "backpressure",
         "writing_paused", "closed", "relay", "queue", "running", "request_started", "tunnel_started",
         "tunnel_facts", "tunnel_rs", "counted", "high_water", "request_server", "to_client", "to_server", "idle",
-        "ip_context", "timer_at", "min_wait", "outbox", "deferred", "tls_names",
+        "ip_context", "min_wait", "outbox", "deferred", "tls_names",
     )
 
     def __init__(self, vs: "VirtualServerRuntime") -> None:
@@ -459,7 +459,6 @@ class ClientProtocol(Timed):
         self.tls_names: tuple[str | None, str | None] | None = None  # https: TLS version and cipher, once asked
         loop: asyncio.AbstractEventLoop | None = vs.engine.loop
         self.loop = loop if loop is not None else asyncio.get_running_loop()
-        self.timer_at = 0.0  # the deadline filed, if one is (see _arm)
         # the shortest of the timeouts that count from activity (see _arm)
         wait = math.inf
         for t in (self.profile.timeout_client, self.profile.timeout_server):
@@ -886,7 +885,7 @@ class ClientProtocol(Timed):
         if self.closed or self.relay is not None:
             return
         filed = self.deadline_wheel is not None
-        if filed and self.timer_at <= self.client_activity + self.min_wait:
+        if filed and self.deadline_at <= self.client_activity + self.min_wait:
             # Every deadline but a request head's comes at least min_wait after the
             # last client activity, so the deadline filed comes first (and is filed again lazily).
             ex = self.exchange
@@ -896,9 +895,8 @@ class ClientProtocol(Timed):
         if deadline is None:
             return  # a deadline filed finds nothing to do and is not filed again
         at = deadline[1]
-        if filed and self.timer_at <= at:
+        if filed and self.deadline_at <= at:
             return  # comes first and is filed again lazily
-        self.timer_at = at
         self.file_deadline(self.loop, at, at - self.loop.time())
 
     def on_deadline(self) -> None:
@@ -908,7 +906,6 @@ class ClientProtocol(Timed):
         kind, at = deadline
         left = at - self.loop.time()
         if left > 0.001:
-            self.timer_at = at
             self.file_deadline(self.loop, at, left)
             return
         self.vs.counters.timeouts += 1

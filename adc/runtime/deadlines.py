@@ -36,9 +36,10 @@ class Timed:
     is not due.
     """
 
-    __slots__ = ("deadline_tick", "deadline_wheel")
+    __slots__ = ("deadline_at", "deadline_tick", "deadline_wheel")
 
     def __init__(self) -> None:
+        self.deadline_at = 0.0  # the deadline last filed (event-loop time)
         self.deadline_tick = 0
         self.deadline_wheel: Wheel | None = None  # where it is filed, if it is
 
@@ -49,6 +50,7 @@ class Timed:
             wheel.discard(self, self.deadline_tick)
         fine, coarse = wheels(loop)
         wheel = fine if delay < COARSE_FROM_SECONDS else coarse
+        self.deadline_at = when
         self.deadline_tick = wheel.add(loop, self, when)
         self.deadline_wheel = wheel
 

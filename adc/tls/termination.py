@@ -96,7 +96,6 @@ class TLSLayer(Timed):
         self.outgoing = ssl.MemoryBIO()
         self.sslobj: Any = None  # the C-level TLS connection (`ssl.SSLObject._sslobj`)
         self.state = HANDSHAKE
-        self.handshake_deadline = 0.0  # event-loop time; 0: unbounded
         self.spoke = False  # the client sent bytes during the handshake (a failure is worth a report)
         self.reported = False  # its failure has been reported
         self.reading = True  # the protocol has not paused reading
@@ -138,8 +137,7 @@ class TLSLayer(Timed):
             self.session = None
             self.spoke = True  # every failure is the dialler's to hear
         if self.handshake_timeout > 0:
-            self.handshake_deadline = self.loop.time() + self.handshake_timeout
-            self.file_deadline(self.loop, self.handshake_deadline, self.handshake_timeout)
+            self.file_deadline(self.loop, self.loop.time() + self.handshake_timeout, self.handshake_timeout)
         if not self.server_side:
             self._handshake()  # the ClientHello
 
@@ -169,7 +167,7 @@ class TLSLayer(Timed):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
+        self.drop_deadline()
         state = self.state
         self.state = CLOSED
         if state == HANDSHAKE:
@@ -205,7 +203,7 @@ class TLSLayer(Timed):
         except (ssl.SSLError, OSError, ValueError) as exc:
             self._failed(exc)
             return
-        self._cancel_timer()
+        self.drop_deadline()
         self.state = OPEN
         if not self.server_side:
             self._flush()
@@ -233,7 +231,7 @@ class TLSLayer(Timed):
 
     def _failed(self, exc: BaseException) -> None:
         """The handshake failed: report it, send OpenSSL's alert, close."""
-        self._cancel_timer()
+        self.drop_deadline()
         self.state = CLOSED
         self._report(exc)
         if self.transport is not None:
@@ -263,15 +261,12 @@ class TLSLayer(Timed):
     def on_deadline(self) -> None:
         if self.state != HANDSHAKE:
             return
-        left = self.handshake_deadline - self.loop.time()
+        left = self.deadline_at - self.loop.time()
         if left > 0.001:  # the slot came a little early (the event loop's clock counts milliseconds)
-            self.file_deadline(self.loop, self.handshake_deadline, left)
+            self.file_deadline(self.loop, self.deadline_at, left)
             return
         self.spoke = True  # a silent client holding the connection is reported too
         self._failed(TimeoutError("TLS handshake timed out"))
-
-    def _cancel_timer(self) -> None:
-        self.drop_deadline()
 
     @property
     def peer(self) -> str:
@@ -400,7 +395,7 @@ class TLSLayer(Timed):
         state = self.state
         if state >= CLOSING:
             return
-        self._cancel_timer()
+        self.drop_deadline()
         if state == HANDSHAKE:
             self.state = CLOSED
         else:
@@ -414,7 +409,7 @@ class TLSLayer(Timed):
             self.transport.close()
 
     def abort(self) -> None:
-        self._cancel_timer()
+        self.drop_deadline()
         self.state = CLOSED
         if self.transport is not None:
             self.transport.abort()
