@@ -32,8 +32,30 @@ WRITE_HIGH_WATER_BYTES = 256 * 1024
 FIN_DRAIN_POLL_SECONDS = 0.01  # how often a pending half-close checks the write buffer
 
 
-def shutdown_write(transport: asyncio.BaseTransport) -> bool:
-    """Send a FIN on a TCP transport; False if it cannot (TLS, bytes still buffered)."""
+class Dialled:
+    """A protocol whose connection the appliance dialled itself: `sock` is that socket
+    (plain TCP only; `adc.engine.connect.dial` sets it), so a half-close needs no socket view
+    of the descriptor (see shutdown_write)."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+
+
+def shutdown_write(transport: asyncio.BaseTransport, sock: socket.socket | None = None) -> bool:
+    """Send a FIN on a TCP transport; False if it cannot (TLS, bytes still buffered).
+
+    `sock`: the transport's own socket object, when the caller has it (see Dialled).
+    """
+    if sock is not None:
+        if transport.get_write_buffer_size():  # type: ignore[attr-defined]
+            return False
+        try:
+            sock.shutdown(socket.SHUT_WR)  # a socket the transport has closed is detached: EBADF
+            return True
+        except OSError:
+            return False
     if transport.get_extra_info("sslcontext") is not None:
         return False  # asked first: the socket is made for the asking (a system call)
     sock = transport.get_extra_info("socket")
@@ -59,7 +81,7 @@ def shutdown_write(transport: asyncio.BaseTransport) -> bool:
         view.detach()
 
 
-class _Side:
+class _Side(Dialled):
     """One side of a tunnel: the protocol of its transport.
 
     Like the Layer-7 protocols, a plain class with the protocol methods (all uvloop
@@ -70,6 +92,7 @@ class _Side:
     __slots__ = ("relay", "transport", "out", "is_client", "eof", "lost", "paused_peer", "fin_sent", "fin_timer")
 
     def __init__(self, relay: "Relay", is_client: bool):
+        super().__init__()
         self.relay = relay
         self.is_client = is_client
         self.transport: asyncio.Transport | None = None
@@ -175,12 +198,15 @@ class Relay(Timed):
 
     # ------------------------------------------------------------------ wiring
 
-    def attach(self, client: asyncio.Transport, server: asyncio.Transport, limits_set: bool = False) -> None:
+    def attach(self, client: asyncio.Transport, server: asyncio.Transport, limits_set: bool = False,
+               server_sock: socket.socket | None = None) -> None:
         """Take over two live transports (the Layer-7 engine's hand-over after a 101).
 
         `limits_set`: both already have this relay's write-buffer limits (high water, a
-        quarter of it low).
+        quarter of it low). `server_sock`: the server transport's socket, if dialled in plain
+        TCP (see Dialled).
         """
+        self.server.sock = server_sock
         # a _Side has every protocol method without being a BaseProtocol (see _Side)
         client.set_protocol(cast(asyncio.BaseProtocol, self.client))
         server.set_protocol(cast(asyncio.BaseProtocol, self.server))
@@ -308,7 +334,7 @@ class Relay(Timed):
             side.fin_timer = self.loop.call_later(FIN_DRAIN_POLL_SECONDS, self._send_fin, side)
             return
         side.fin_sent = True
-        if shutdown_write(t):
+        if shutdown_write(t, side.sock):
             return
         if t.get_extra_info("sslcontext") is not None:
             t.write_eof()  # adc's TLS layer: close_notify

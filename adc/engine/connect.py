@@ -23,6 +23,7 @@ from mypy_extensions import mypyc_attr
 from adc.config.model import Profile
 from adc.pools.balancers import PickContext
 from adc.pools.pool import CheckResult, PoolRuntime, RealServerRuntime
+from adc.relay import Dialled
 from adc.runtime.loglimit import limited
 from adc.tls.contexts import TLS_REASONS
 from adc.tls.termination import dialling
@@ -270,6 +271,8 @@ async def dial(
         raise
     if waiter is not None:  # the transport owns the socket now
         transport, protocol = await _tls_handshake(waiter, protocol)
+    elif isinstance(protocol, Dialled):
+        protocol.sock = sock
     if sent < len(first_data):
         transport.write(first_data[sent:] if sent else first_data)
     return transport, protocol  # type: ignore[return-value]

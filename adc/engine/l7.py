@@ -57,7 +57,7 @@ from adc.http.exchange import (
 from adc.http.events import Headers
 from adc.http.headers import get_one
 from adc.pools.balancers import PickContext
-from adc.relay import Relay
+from adc.relay import Dialled, Relay
 from adc.runtime.deadlines import Timed
 from adc.runtime.loglimit import limited
 from adc.runtime.stats import Session, count_request
@@ -307,7 +307,7 @@ def _request_lookups(headers: Headers) -> tuple[Callable[[str], str | None], Cal
 HOLD_BYTES = 64 * 1024
 
 
-class ServerProtocol:
+class ServerProtocol(Dialled):
     """One connection to a real server; owned by a client connection or idle.
 
     A new connection carries its first request head from the start (see `dial`), so the
@@ -325,6 +325,7 @@ class ServerProtocol:
     )
 
     def __init__(self, pool: "PoolRuntime") -> None:
+        super().__init__()  # `sock`: the socket dialled, for the tunnel's half-close (plain TCP)
         self.pool = pool
         self.rs: RealServerRuntime | None = None
         self.owner: ClientProtocol | None = None
@@ -948,7 +949,7 @@ class ClientProtocol(Timed):
         self.tunnel_rs = conn.rs
         conn.pool.tunnel_opened(conn.rs)
         self.engine.stats.open_session(session)
-        relay.attach(t, conn.transport, limits_set=conn.high_water == self.high_water)  # (see _attach)
+        relay.attach(t, conn.transport, limits_set=conn.high_water == self.high_water, server_sock=conn.sock)  # (see _attach)
         relay.start(action.client_leftover, action.server_leftover)
         # No HTTP code runs any more: free the parsers and buffers (an idle tunnel should
         # cost little more than its two transports).

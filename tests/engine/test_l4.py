@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 
 import pytest
 
@@ -338,5 +339,17 @@ async def test_shutdown_write_sends_a_fin_and_declines_a_closed_transport():
     transport.close()
     await asyncio.sleep(0.05)
     assert shutdown_write(transport) is False  # no descriptor any more: declined, not raised
+
+    # with the transport's own socket (what the appliance dialled): no view of the descriptor needed
+    eof = loop.create_future()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setblocking(False)
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=sock)
+    assert shutdown_write(transport, sock) is True
+    assert await asyncio.wait_for(eof, 5)
+    transport.close()
+    await asyncio.sleep(0.05)
+    assert sock.fileno() == -1  # the transport detached it: no stale descriptor number to hit
+    assert shutdown_write(transport, sock) is False
     server.close()
     await server.wait_closed()

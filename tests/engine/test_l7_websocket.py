@@ -73,6 +73,51 @@ async def test_websocket_messages_both_ways_byte_exact(appliance_factory):
         assert counters.upgrades_accepted == 1 and counters.tunnels_total == 1
 
 
+async def test_tunnel_passes_the_clients_half_close_to_the_real_server(appliance_factory):
+    """After the 101 the client half-closes: the real server reads a FIN (from the socket the
+    appliance dialled) and can still answer until it closes in turn."""
+    from adc.http.upgrade import accept_key
+
+    loop = asyncio.get_running_loop()
+    server_saw_eof = loop.create_future()
+
+    class RealServer(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport, self.buf, self.upgraded = transport, b"", False
+
+        def data_received(self, data):
+            self.buf += data
+            if not self.upgraded and b"\r\n\r\n" in self.buf:
+                head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+                key = [line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:")][0]
+                self.upgraded = True
+                self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n")
+
+        def eof_received(self):
+            server_saw_eof.set_result(self.buf)
+            self.transport.write(b"after your FIN")  # the other direction still flows
+            self.transport.close()
+
+    server = await loop.create_server(RealServer, "127.0.0.1", 0)
+    port = free_port()
+    routes = '{ path_prefix = "/ws", websocket = true, pool = "web" }'
+    await appliance_factory(config(port, {"web": [server.sockets[0].getsockname()[1]]}, routes))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    status, _, _ = await read_response(reader, head_only=True)
+    assert status == 101
+    writer.write(b"tunnel bytes")
+    writer.write_eof()
+    assert await asyncio.wait_for(server_saw_eof, 5) == b"tunnel bytes"
+    assert await asyncio.wait_for(reader.read(-1), 5) == b"after your FIN"  # then the real server's close
+    writer.close()
+    server.close()
+    await server.wait_closed()
+
+
 async def test_websocket_off_route_gets_plain_http(appliance_factory):
     async def handler(ws):
         await ws.send("hello")
