@@ -163,6 +163,13 @@ class _Socket4(socket.socket):
         self._io_refs = 0
         self._closed = False
 
+    def setblocking(self, flag: bool) -> None:
+        """As socket.socket's, without the system call when there is nothing to change: the
+        event loop makes the socket it is given non-blocking, which one made so at creation
+        already is (a timeout of 0.0 is the socket module's record of that)."""
+        if flag or self.gettimeout() != 0.0:
+            _socket.socket.setblocking(self, flag)
+
 
 @mypyc_attr(native_class=False)
 class _Socket6(_Socket4):

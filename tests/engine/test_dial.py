@@ -121,6 +121,7 @@ async def test_the_event_loop_detaches_the_dialled_socket_instead_of_closing_it_
         finally:
             probe.close()
         assert transport.get_extra_info("peername")[1] == port
+        assert sock.gettimeout() == 0.0 and not os.get_blocking(sock.fileno())  # and the kernel agrees
         transport.close()
         for _ in range(3):
             await asyncio.sleep(0)
@@ -128,6 +129,23 @@ async def test_the_event_loop_detaches_the_dialled_socket_instead_of_closing_it_
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_the_dialled_sockets_blocking_mode_is_what_was_asked():
+    """dial's socket skips setblocking(False)'s system call when it is non-blocking already;
+    every other change still reaches the kernel."""
+    from adc.engine.connect import _NONBLOCK, _Socket4
+
+    sock = _Socket4(socket.AF_INET, socket.SOCK_STREAM | _NONBLOCK)
+    try:
+        sock.setblocking(False)
+        assert sock.gettimeout() == 0.0 and not os.get_blocking(sock.fileno())
+        sock.setblocking(True)
+        assert sock.gettimeout() is None and os.get_blocking(sock.fileno())
+        sock.setblocking(False)
+        assert sock.gettimeout() == 0.0 and not os.get_blocking(sock.fileno())
+    finally:
+        sock.close()
 
 
 async def test_refused_is_connection_refused_and_leaks_no_descriptor():
