@@ -47,6 +47,8 @@ def check_config(config: Config, display: str) -> tuple[list[str], list[str]]:
         where = f"{display}: server_ssl.{name}"
         if ss.ca is not None:
             collect(f"{where}.ca", check_ca(ss.ca, base=base))
+        if ss.crl is not None:
+            collect(f"{where}.crl", check_crl(ss.crl, ss.ca, base=base, ca_key="ca", issued="real servers' certificates"))
         if ss.cert is not None and ss.key is not None:
             collect(f"{where}.cert", check_pair(ss.cert, ss.key, base=base))
     return errors, warnings
@@ -64,5 +66,5 @@ def referenced_files(config: Config) -> list[Path]:
     for pool in config.pools.values():
         if pool.server_ssl:
             ss = config.server_ssl[pool.server_ssl]
-            files += [p for p in (ss.ca, ss.cert, ss.key) if p is not None]
+            files += [p for p in (ss.ca, ss.crl, ss.cert, ss.key) if p is not None]
     return files

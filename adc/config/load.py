@@ -604,10 +604,15 @@ class _Loader:
             problem = _sni_problem(sni)
             if problem is not None:
                 s.error("sni", problem)
+        verify = s.get("verify", bool, True)
+        crl = s.path_value("crl")
+        if crl is not None and not verify:
+            s.error("crl", "needs verify = true (no certificate is checked)")
         cfg = ServerSSL(
             name=name,
-            verify=s.get("verify", bool, True),
+            verify=verify,
             ca=s.path_value("ca"),
+            crl=crl,
             sni=sni or None,
             min_version=s.choice("min_version", TLS_VERSIONS, "TLSv1.2"),
             cert=cert,

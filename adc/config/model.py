@@ -83,6 +83,9 @@ class ServerSSL:
     name: str
     verify: bool = True
     ca: Path | None = None  # None = the system trust store
+    # certificate revocation lists (PEM) of the CAs that issue the real servers' certificates:
+    # a revoked one fails the handshake (F5's server SSL CRL, HAProxy's `crl-file` on a server line)
+    crl: Path | None = None
     sni: str | None = None  # fixed name, "@host" (the request's Host), or None
     min_version: str = "TLSv1.2"
     cert: Path | None = None

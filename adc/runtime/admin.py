@@ -605,6 +605,8 @@ def certificates_in_use(appliance: "Appliance") -> list[dict[str, Any]]:
             used.setdefault(s.cert, []).append(f"server_ssl {s.name}")
         if s.ca is not None:
             used.setdefault(s.ca, []).append(f"server_ssl {s.name} ca")
+        if s.crl is not None:
+            used.setdefault(s.crl, []).append(f"server_ssl {s.name} crl")
     now = dt.datetime.now(dt.timezone.utc)
     out: list[dict[str, Any]] = []
     for path, users in used.items():

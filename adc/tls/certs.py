@@ -597,11 +597,13 @@ def check_ca(path: Path | str, *, base: Path | None = None, now: dt.datetime | N
 
 
 def check_crl(path: Path | str, ca: Path | str | None = None, *, base: Path | None = None,
-              now: dt.datetime | None = None) -> tuple[list[str], list[str]]:
+              now: dt.datetime | None = None, ca_key: str = "client_ca",
+              issued: str = "client certificates") -> tuple[list[str], list[str]]:
     """Check certificate revocation lists (PEM) against the CAs they serve: (errors, warnings).
 
     OpenSSL refuses every certificate of a CA whose CRL is missing, unverifiable or past its
-    next update, so each of those is said here, before clients meet it.
+    next update, so each of those is said here, before a peer meets it. `ca_key` names the
+    setting that holds the CAs, `issued` what they issue, for the messages.
     """
     now = now or _now()
     errors: list[str] = []
@@ -623,7 +625,7 @@ def check_crl(path: Path | str, ca: Path | str | None = None, *, base: Path | No
         issuer = _name(crl.issuer)
         signers = [c for c in cas if c.subject == crl.issuer]
         if cas and not any(crl.is_signature_valid(c.public_key()) for c in signers):  # type: ignore[arg-type]
-            errors.append(f"{shown}: the CRL of '{issuer}' is not signed by a CA of client_ca: it is not used,"
+            errors.append(f"{shown}: the CRL of '{issuer}' is not signed by a CA of {ca_key}: it is not used,"
                           " and the certificates that CA issues are refused")
         next_update = crl.next_update_utc
         if next_update is None:
@@ -637,8 +639,8 @@ def check_crl(path: Path | str, ca: Path | str | None = None, *, base: Path | No
     covered = {crl.issuer for crl in crls}
     for c in cas:
         if c.subject not in covered:
-            warnings.append(f"{shown}: no CRL of '{_name(c.subject)}' (in client_ca):"
-                            " the client certificates it issues itself are refused")
+            warnings.append(f"{shown}: no CRL of '{_name(c.subject)}' (in {ca_key}):"
+                            f" the {issued} it issues itself are refused")
     return errors, warnings
 
 

@@ -370,6 +370,11 @@ def _server_context(cfg: ServerSSL, check_hostname: bool) -> ServerSSLContext:
         else:
             ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
         ctx.check_hostname = check_hostname
+        if cfg.crl is not None:
+            # the real server's own certificate against its issuer's list (as for client_crl);
+            # an issuer without a list in the file has every certificate refused
+            ctx.load_verify_locations(cafile=str(cfg.crl))
+            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -395,7 +400,7 @@ def server_ssl_files(cfg: ServerSSL) -> tuple[bytes, ...]:
     """The contents of the files a server SSL profile names: a reload compares them to pick up
     certificates renewed in place."""
     out: list[bytes] = []
-    for path in (cfg.ca if cfg.verify else None, cfg.cert, cfg.key):
+    for path in (cfg.ca if cfg.verify else None, cfg.crl if cfg.verify else None, cfg.cert, cfg.key):
         if path is not None and str(path) != "":
             with open(path, "rb") as f:
                 out.append(f.read())

@@ -384,6 +384,8 @@ def test_unusable_tls_settings_are_errors_before_anything_listens(write_config):
     ciphers = "ALSO-NOT-ONE"
     alpn = [1]
     sni = "bad name..with spaces"
+    verify = false
+    crl = "certs/crl.pem"
 
     [virtual_server.web]
     listen = "127.0.0.1:8443"
@@ -402,6 +404,7 @@ def test_unusable_tls_settings_are_errors_before_anything_listens(write_config):
     assert "appliance.toml: server_ssl.up.ciphers: OpenSSL knows no cipher in 'ALSO-NOT-ONE'" in errors
     assert "appliance.toml: server_ssl.up.alpn: item 0 must be a protocol name (a string of 1-255 bytes), got 1" in errors
     assert "appliance.toml: server_ssl.up.sni: 'bad name..with spaces' is not a host name, an IP address or \"@host\"" in errors
+    assert "appliance.toml: server_ssl.up.crl: needs verify = true (no certificate is checked)" in errors
 
 
 @pytest.mark.parametrize("settings, forwarded", [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime
 import re
 import os
 import socket
@@ -52,11 +53,12 @@ def https_profile(pki, extra: str = "", certs: str | None = None) -> str:
 
 
 def one_vs(port: int, backend_port: int, *, profile: str = "tls", server: str = "c1", server_ssl_ca=None,
-           extra: str = "", name: str = "vs", pool: str = "p") -> str:
-    """One virtual server in front of one real server, optionally with a verifying server SSL profile."""
+           extra: str = "", name: str = "vs", pool: str = "p", server_ssl_extra: str = "") -> str:
+    """One virtual server in front of one real server, optionally with a verifying server SSL profile
+    (`server_ssl_extra`: more of its lines)."""
     ssl_lines = ""
     if server_ssl_ca is not None:
-        ssl_lines = f'server_ssl = "internal"\n[server_ssl.internal]\nca = "{server_ssl_ca}"\nsni = "localhost"\n'
+        ssl_lines = f'server_ssl = "internal"\n[server_ssl.internal]\nca = "{server_ssl_ca}"\nsni = "localhost"\n{server_ssl_extra}'
     head, _, tail = ssl_lines.partition("\n")
     return f"""
 [virtual_server.{name}]
@@ -207,6 +209,39 @@ async def test_untrusted_real_server_certificate_is_502_with_reason(appliance_fa
     assert head.startswith(b"HTTP/1.1 502 ")
     writer.close()
     assert "rogue" in caplog.text and "certificate verify failed" in caplog.text
+    server.close()
+
+
+async def test_revoked_real_server_certificate_is_502_with_reason(appliance_factory, pki, caplog, tmp_path):
+    """server_ssl crl: a real server whose certificate its CA revoked fails verification: a 502,
+    the reason in the log, on the dashboard's list; renewed without it, the list is read on reload."""
+    from adc.runtime.admin import certificates_in_use
+
+    crl = tmp_path / "servers-crl.pem"
+    write_crl(crl, pki.dir, [pki.server[0]])
+    server, bport = await echo_ws_server(server_context(pki.server))
+    port = free_port()
+    app = await appliance_factory(one_vs(port, bport, profile="http", server="revoked", server_ssl_ca=pki.ca,
+                                         server_ssl_extra=f'crl = "{crl}"'))
+
+    async def status() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.close()
+        return head.split(b" ", 2)[1]
+
+    assert await status() == b"502"
+    assert re.search(r"pool p server revoked \(127\.0\.0\.1:\d+\): TLS: certificate verify failed: certificate revoked",
+                     caplog.text)
+    (listed,) = [c for c in certificates_in_use(app) if c["file"] == str(crl)]
+    assert (listed["used_by"], listed["subject"]) == (["server_ssl internal crl"], "CRL, 1 revoked")
+    write_crl(crl, pki.dir, [])  # renewed in place, without the entry
+    result = await app.reload()
+    assert "pool p: server_ssl internal files changed, read again" in result["changes"], result
+    async with connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        await ws.send("trusted again")
+        assert await asyncio.wait_for(ws.recv(), 10) == "trusted again"
     server.close()
 
 
@@ -974,6 +1009,26 @@ async def test_stopping_closes_connections_in_their_tls_handshake(appliance_fact
     assert app.stats.vs("vs").conn_current == 0
     writer.close()
     server.close()
+
+
+def test_adc_check_reports_a_server_ssl_crl_out_of_date(tmp_path, pki, capsys):
+    """OpenSSL would refuse every real server the CA of a stale list certified: `adc check` says so
+    first, in the words of the server SSL profile's settings."""
+    crl = tmp_path / "servers-crl.pem"
+    write_crl(crl, pki.dir, [], next_update_days=-1)
+    cfg = tmp_path / "appliance.toml"
+    cfg.write_text(one_vs(free_port(), 9, profile="http", server_ssl_ca=pki.ca, server_ssl_extra=f'crl = "{crl}"'))
+    assert adc_main(["check", str(cfg)]) == 1
+    day = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)).strftime("%Y-%m-%d")
+    assert (f"{cfg}: server_ssl.internal.crl: {crl.name}: the CRL of 'adc development CA' is out of date since {day}:"
+            " every certificate it covers is refused until it is renewed") in capsys.readouterr().err.splitlines()
+    write_crl(crl, pki.dir, [], ca=(pki.rogue_ca, pki.dir / "rogue-ca.key"))
+    assert adc_main(["check", str(cfg)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert (f"{cfg}: server_ssl.internal.crl: {crl.name}: the CRL of 'rogue CA' is not signed by a CA of ca:"
+            " it is not used, and the certificates that CA issues are refused") in err
+    assert (f"warning: {cfg}: server_ssl.internal.crl: {crl.name}: no CRL of 'adc development CA' (in ca):"
+            " the real servers' certificates it issues itself are refused") in err
 
 
 def test_adc_check_reports_mismatched_key_and_expired_certificate(tmp_path, pki, capsys):
