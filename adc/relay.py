@@ -199,14 +199,20 @@ class Relay(Timed):
     # ------------------------------------------------------------------ wiring
 
     def attach(self, client: asyncio.Transport, server: asyncio.Transport, limits_set: bool = False,
-               server_sock: socket.socket | None = None) -> None:
+               server_sock: socket.socket | None = None, client_paused: bool = False,
+               server_paused: bool = False) -> None:
         """Take over two live transports (the Layer-7 engine's hand-over after a 101).
 
         `limits_set`: both already have this relay's write-buffer limits (high water, a
         quarter of it low). `server_sock`: the server transport's socket, if dialled in plain
-        TCP (see Dialled).
+        TCP (see Dialled). `client_paused`, `server_paused`: that transport's writing is paused
+        (its buffer went over the high-water mark and has not drained yet). The event loop
+        tells a transport's protocol only when that changes, so the relay must know: the other
+        side's reading then stays paused until the resume_writing that comes with the drain.
         """
         self.server.sock = server_sock
+        self.client.paused_peer = client_paused
+        self.server.paused_peer = server_paused
         # a _Side has every protocol method without being a BaseProtocol (see _Side)
         client.set_protocol(cast(asyncio.BaseProtocol, self.client))
         server.set_protocol(cast(asyncio.BaseProtocol, self.server))
@@ -248,10 +254,10 @@ class Relay(Timed):
             if side.lost:
                 self._lost(side, None)
                 return
-        # resume reading unless the opposite write buffer is already full
-        if not c.eof and s.transport.get_write_buffer_size() < self.high_water:
+        # resume reading unless the opposite side's writing is paused (its resume_writing will)
+        if not c.eof and not s.paused_peer:
             c.transport.resume_reading()
-        if not s.eof and c.transport.get_write_buffer_size() < self.high_water:
+        if not s.eof and not c.paused_peer:
             s.transport.resume_reading()
         self._arm(self._timeout())
 

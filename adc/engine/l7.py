@@ -321,7 +321,7 @@ class ServerProtocol(Dialled):
 
     __slots__ = (
         "rs", "pool", "owner", "transport", "idle", "idle_until", "ended", "read_paused", "requests", "high_water",
-        "held", "key", "error",
+        "held", "key", "error", "writing_paused",
     )
 
     def __init__(self, pool: "PoolRuntime") -> None:
@@ -339,6 +339,7 @@ class ServerProtocol(Dialled):
         self.held: bytes | None = None  # arrived before the handover to the first client
         self.key: Any = None  # what it is filed under while idle (see IdleConnections)
         self.error: str | None = None  # why the connection failed, in an operator's words
+        self.writing_paused = False  # its write buffer is over the high-water mark (owner or not)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -401,10 +402,12 @@ class ServerProtocol(Dialled):
             self.owner.server_ended(self)
 
     def pause_writing(self) -> None:
+        self.writing_paused = True
         if self.owner is not None:
             self.owner.server_buffer_full(True)
 
     def resume_writing(self) -> None:
+        self.writing_paused = False
         if self.owner is not None:
             self.owner.server_buffer_full(False)
 
@@ -949,7 +952,8 @@ class ClientProtocol(Timed):
         self.tunnel_rs = conn.rs
         conn.pool.tunnel_opened(conn.rs)
         self.engine.stats.open_session(session)
-        relay.attach(t, conn.transport, limits_set=conn.high_water == self.high_water, server_sock=conn.sock)  # (see _attach)
+        relay.attach(t, conn.transport, limits_set=conn.high_water == self.high_water, server_sock=conn.sock,
+                     client_paused=self.writing_paused, server_paused=conn.writing_paused)  # (see _attach)
         relay.start(action.client_leftover, action.server_leftover)
         # No HTTP code runs any more: free the parsers and buffers (an idle tunnel should
         # cost little more than its two transports).

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from adc.http.upgrade import accept_key
 from tests.conftest import free_port
-from tests.engine.test_l7_http import config
+from tests.engine.l7_servers import HttpBackend
+from tests.engine.test_l7_http import AnsweringAtAccept, config
 
 BODY_BYTES = 64 << 20
 CHUNK = 256 * 1024
@@ -217,3 +219,87 @@ async def _first_stream(streams):
     while not streams:
         await asyncio.sleep(0.01)
     return await streams[0].closed
+
+
+WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+WS_REQUEST = (
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: " + WS_KEY + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+GREETING = b"\x81\x05hello"
+LATE = b"\x81\x04late"
+ANSWER = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: " + accept_key(WS_KEY) + b"\r\n\r\n" + GREETING
+)
+BIG = 100 * 1024
+
+
+async def test_tunnel_opened_while_the_client_lags_still_carries_the_servers_later_bytes(appliance_factory):
+    """The client pipelines a large download and a WebSocket upgrade and reads nothing for a
+    moment. The download leaves the client's write buffer over buffer_bytes, so reading from
+    the real servers pauses; the 101 then arrives before its connection's handover and the
+    tunnel starts while the client is still behind. Once the client reads, the buffer drains
+    and the real server's later frames must flow: the tunnel takes the pause over with the
+    transports, and lifts it."""
+    loop = asyncio.get_running_loop()
+    web = await HttpBackend("web").start()
+    web.raw["/big"] = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG + b"b" * BIG
+
+    def send(conn: socket.socket) -> None:
+        conn.sendall(ANSWER)
+        loop.call_later(0.3, conn.sendall, LATE)  # a frame after the handover
+
+    ws = AnsweringAtAccept(send)
+    port = free_port()
+    app = await appliance_factory(f"""
+[virtual_server.web]
+listen = "127.0.0.1:{port}"
+profile = "small"
+pool = "web"
+routes = [{{ path_prefix = "/ws", pool = "ws" }}]
+[profile.small]
+type = "http"
+buffer_bytes = "16KiB"
+[pool.web]
+servers = [{{ name = "w", address = "127.0.0.1:{web.port}" }}]
+[pool.ws]
+servers = [{{ name = "s", address = "127.0.0.1:{ws.port}" }}]
+""")
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client slow to read: a small window
+    client.setblocking(False)
+    try:
+        await loop.sock_connect(client, ("127.0.0.1", port))
+        vs = app.engine.virtual_servers["web"]
+        for _ in range(100):  # bounded: the appliance accepts
+            if vs.connections:
+                break
+            await asyncio.sleep(0.01)
+        (conn,) = vs.connections
+        # a slow path to the client: small kernel buffers on both ends
+        conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        await loop.sock_sendall(client, b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n" + WS_REQUEST)
+        await asyncio.sleep(0.6)  # the download ends, the 101 comes, the late frame is sent
+        got = b""
+        want = ANSWER.split(b"\r\n\r\n", 1)[1] + LATE  # the greeting and the late frame, after the 101 head
+        for _ in range(80):  # bounded: about 4 s
+            try:
+                chunk = await asyncio.wait_for(loop.sock_recv(client, 65536), 0.05)
+            except asyncio.TimeoutError:
+                if got.endswith(LATE):
+                    break
+                await asyncio.sleep(0)
+                continue
+            if not chunk:
+                break
+            got += chunk
+            if got.endswith(LATE):
+                break
+        assert b"HTTP/1.1 101 " in got, got[:200]
+        tunnel = got.split(b"HTTP/1.1 101 ", 1)[1].split(b"\r\n\r\n", 1)[1]
+        assert tunnel == want
+    finally:
+        client.close()
+        ws.close()
+        web.stop()
