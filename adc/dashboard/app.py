@@ -469,7 +469,11 @@ class DashboardApp(App[int]):
         name = rest if kind == "pool" else rest.partition("/")[0]
         pools = self.snapshot.pools if self.snapshot is not None else []
         pool = next((p for p in pools if str(p.get("name")) == name), None) if key else None
-        label.update(Text(pool_summary(pool)) if pool is not None else "")
+        server = None
+        if pool is not None and kind == "server":
+            sname = rest.partition("/")[2]
+            server = next((s for s in pool.get("servers") or () if isinstance(s, dict) and str(s.get("name")) == sname), None)
+        label.update(Text(pool_summary(pool, server)) if pool is not None else "")
 
     def _render_sessions(self) -> None:
         assert self.snapshot is not None

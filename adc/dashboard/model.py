@@ -188,11 +188,29 @@ def server_label(server: dict[str, Any]) -> str:
     return {"up": "UP", "down": "DOWN", "draining": "DRAIN", "disabled": "DISABLED"}.get(status, status.upper())
 
 
-def pool_summary(pool: dict[str, Any]) -> str:
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _tls_counts(counters: dict[str, Any], failed: float) -> str:
+    """`N handshakes, P% resumed, F failed` of TLS towards real servers."""
+    done = _num(counters.get("tls_handshakes"), 0)
+    resumed = _num(counters.get("tls_resumed"), 0)
+    share = f", {100 * resumed / done:.0f}% resumed" if done else ""
+    return f"{done:,.0f} handshakes{share}, {failed:,.0f} failed"
+
+
+def _tls_failures(counters: dict[str, Any]) -> float:
+    return _num(_dict(counters.get("errors")).get("tls"), 0)
+
+
+def pool_summary(pool: dict[str, Any], server: dict[str, Any] | None = None) -> str:
     """A pool's settings in one line: balancing, health check, persistence, server SSL, slow start.
 
     The Pools screen shows it for the pool under the cursor: its table row has room for
-    the method and check type only from about 100 columns.
+    the method and check type only from about 100 columns. With server SSL it adds the
+    TLS handshakes towards the pool's real servers (resumed, failed), or, with `server` (the
+    cursor on one of them), towards that one.
     """
     method = str(pool.get("method") or "?")
     hash_on = pool.get("hash_on")
@@ -201,11 +219,18 @@ def pool_summary(pool: dict[str, Any]) -> str:
     parts.append(f"{health} health check" if health else "no health check")
     if pool.get("persistence"):
         parts.append(f"{pool['persistence']} persistence")
+    servers = [s for s in pool.get("servers") or () if isinstance(s, dict)]
     if pool.get("server_ssl"):
-        parts.append(f"server SSL {pool['server_ssl']}")
+        text = f"server SSL {pool['server_ssl']}"
+        if server is None and "counters" in pool:  # the servers count the failures, each its own
+            text += ": " + _tls_counts(_dict(pool["counters"]), sum(_tls_failures(_dict(s.get("counters"))) for s in servers))
+        parts.append(text)
     slow_start = _num(pool.get("slow_start"), 0)
     if slow_start > 0:
         parts.append(f"slow start {slow_start:g} s")
+    if server is not None and pool.get("server_ssl"):
+        counters = _dict(server.get("counters"))
+        parts.append(f"server {server.get('name', '?')}: TLS " + _tls_counts(counters, _tls_failures(counters)))
     return " · ".join(parts)
 
 

@@ -136,10 +136,15 @@ async def test_drain_confirmed_posts_and_shows_pending(static_app):
 
 
 async def test_the_pool_under_the_cursor_is_described_in_full(static_app):
-    """At 80 columns a pool's row cuts its method and check type; the line above the table has them."""
+    """At 80 columns a pool's row cuts its method and check type; the line above the table has them,
+    and with server SSL the handshakes towards the pool, or towards the server under the cursor."""
     frames = copy.deepcopy(FRAMES)
     for recorded in frames:
-        recorded["/api/v1/pools"]["pools"][2]["server_ssl"] = "[/tls]"  # text, never markup
+        db = recorded["/api/v1/pools"]["pools"][2]
+        db["server_ssl"] = "[/tls]"  # text, never markup
+        db["counters"].update(tls_handshakes=12, tls_resumed=9)
+        db["servers"][0]["counters"].update(tls_handshakes=12, tls_resumed=9)
+        db["servers"][0]["counters"]["errors"]["tls"] = 1
     app = static_app(frames)
     async with app.run_test(size=SIZE) as pilot:
         await _start(app, pilot)
@@ -151,7 +156,11 @@ async def test_the_pool_under_the_cursor_is_described_in_full(static_app):
         await _select(pilot, table, "server:chat/chat2")
         assert str(label.render()) == "pool chat: source-hash · websocket health check"
         await _select(pilot, table, "pool:db")
-        assert str(label.render()) == "pool db: round-robin · tcp health check · server SSL [/tls]"
+        assert str(label.render()) == ("pool db: round-robin · tcp health check"
+                                       " · server SSL [/tls]: 12 handshakes, 75% resumed, 1 failed")
+        await _select(pilot, table, "server:db/db1")
+        assert str(label.render()) == ("pool db: round-robin · tcp health check · server SSL [/tls]"
+                                       " · server db1: TLS 12 handshakes, 75% resumed, 1 failed")
 
 
 async def test_the_virtual_server_under_the_cursor_is_described_with_its_tls_handshakes(static_app):
@@ -195,6 +204,22 @@ def test_pool_summary_names_every_setting_it_is_given():
     assert pool_summary({"name": "x", "method": "round-robin", "health": "tls", "persistence": None,
                          "server_ssl": None, "slow_start": 0.0}) == "pool x: round-robin · tls health check"
     assert pool_summary({"slow_start": "soon"}) == "pool ?: ? · no health check"  # malformed: no crash
+
+
+def test_pool_summary_counts_tls_towards_the_pool_or_the_server_under_the_cursor():
+    servers = [{"name": "a1", "counters": {"tls_handshakes": 40, "tls_resumed": 30, "errors": {"tls": 2}}},
+               {"name": "a2", "counters": {"tls_handshakes": 60, "tls_resumed": 60, "errors": {"connect": 1}}}]
+    pool = {"name": "api", "method": "round-robin", "health": None, "server_ssl": "internal", "servers": servers,
+            "counters": {"tls_handshakes": 100, "tls_resumed": 90}}
+    assert pool_summary(pool) == ("pool api: round-robin · no health check"
+                                  " · server SSL internal: 100 handshakes, 90% resumed, 2 failed")
+    assert pool_summary(pool, servers[0]) == ("pool api: round-robin · no health check · server SSL internal"
+                                              " · server a1: TLS 40 handshakes, 75% resumed, 2 failed")
+    assert pool_summary({**pool, "server_ssl": None}, servers[0]) == "pool api: round-robin · no health check"
+    fresh = {**pool, "counters": {}, "servers": [{"name": "a1", "counters": "?"}]}  # none yet, or malformed
+    assert pool_summary(fresh) == "pool api: round-robin · no health check · server SSL internal: 0 handshakes, 0 failed"
+    assert pool_summary(fresh, fresh["servers"][0]) == (
+        "pool api: round-robin · no health check · server SSL internal · server a1: TLS 0 handshakes, 0 failed")
 
 
 async def test_enable_and_disable(static_app):
