@@ -86,6 +86,15 @@ async def half_closing_tls_server(protocol_factory, pki):
     return await loop.create_server(terminating(protocol_factory, ctx, loop), "127.0.0.1", 0)
 
 
+async def status_of_get(port: int) -> bytes:
+    """The status code of a plain `GET /` through the appliance on `port`."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    return head.split(b" ", 2)[1]
+
+
 async def echo_ws_server(ssl_ctx=None):
     async def echo(ws):
         async for m in ws:
@@ -224,14 +233,7 @@ async def test_revoked_real_server_certificate_is_502_with_reason(appliance_fact
     app = await appliance_factory(one_vs(port, bport, profile="http", server="revoked", server_ssl_ca=pki.ca,
                                          server_ssl_extra=f'crl = "{crl}"'))
 
-    async def status() -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        writer.close()
-        return head.split(b" ", 2)[1]
-
-    assert await status() == b"502"
+    assert await status_of_get(port) == b"502"
     assert re.search(r"pool p server revoked \(127\.0\.0\.1:\d+\): TLS: certificate verify failed: certificate revoked",
                      caplog.text)
     (listed,) = [c for c in certificates_in_use(app) if c["file"] == str(crl)]
@@ -558,14 +560,7 @@ async def test_reload_reads_server_ssl_files_renewed_in_place(appliance_factory,
     port = free_port()
     appliance = await appliance_factory(one_vs(port, bport, profile="http", server="s", server_ssl_ca=trust))
 
-    async def status() -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        writer.close()
-        return head.split(b" ", 2)[1]
-
-    assert await status() == b"502"  # the real server's CA is not trusted
+    assert await status_of_get(port) == b"502"  # the real server's CA is not trusted
     result = await appliance.reload()  # nothing changed: the TLS settings stay
     assert result["ok"] and not any("server_ssl" in c for c in result["changes"]), result
     trust.write_bytes(pki.rogue_ca.read_bytes())  # the same file, renewed
