@@ -1048,8 +1048,16 @@ class ClientProtocol(Timed):
         elif status in (400, 413, 414, 431, 502, 505):
             counters.error("protocol")
         if status >= 500 or status in (400, 408, 414, 431):
+            conn = self.server or self.request_server  # a real server failed after the connect: name it
+            if status >= 500 and conn is not None and conn.rs is not None:
+                reason = f"{self._server_where(conn)}: {reason}"
             limited(self.vs.limits, "answered", log, logging.INFO).log(
                 "virtual_server %s: %s: answered %d: %s", self.vs.name, self.client, status, reason)
+
+    @staticmethod
+    def _server_where(conn: "ServerProtocol | None") -> str:
+        rs = None if conn is None else conn.rs
+        return "a real server" if rs is None else f"pool {rs.pool.name} server {rs.name} ({rs.address})"
 
     def _count(self, name: str, detail: str = "") -> None:
         counters = self.vs.counters
@@ -1057,10 +1065,15 @@ class ClientProtocol(Timed):
             counters.upgrades_stripped += 1
         elif name == "response_framing_violation" or name == "stray_response_bytes":
             counters.error("protocol")
-            conn = self.server or self.request_server
-            rs = None if conn is None else conn.rs
-            where = "a real server" if rs is None else f"pool {rs.pool.name} server {rs.name} ({rs.address})"
+            where = self._server_where(self.server or self.request_server)
             limited(self.vs.limits, "server_framing", log).log("virtual_server %s: %s: %s", self.vs.name, where, detail)
+        elif name == "server_aborted":  # an answer cut short: the client is reset
+            conn = self.server or self.request_server
+            counters.error("aborted")
+            if conn is not None and conn.rs is not None:
+                conn.rs.counters.error("aborted")
+            limited(self.vs.limits, "server_aborted", log).log("virtual_server %s: %s: %s: answer cut short: %s",
+                                                               self.vs.name, self.client, self._server_where(conn), detail)
         elif name == "websocket_upgrade":
             counters.upgrades_attempted += 1
 

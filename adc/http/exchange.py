@@ -977,6 +977,7 @@ class Exchange:
         if self.phase is Phase.FORWARD_RESPONSE or req.response_started:
             # the client has part of an answer: a clean close could pass it for a whole one
             req.facts.reason = reason
+            self._out.append(Count("server_aborted", reason))
             self._out.append(RequestDone(req.facts))
             self._req = None
             self._enter(Phase.CLOSING)

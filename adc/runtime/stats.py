@@ -17,7 +17,8 @@ import itertools
 import time
 from typing import Any, Callable, Iterable
 
-ERROR_REASONS = ("connect", "timeout", "protocol", "tls", "no_server", "refused")
+# aborted: an answer the real server cut short (it closed or reset before the announced end)
+ERROR_REASONS = ("connect", "timeout", "protocol", "tls", "no_server", "refused", "aborted")
 
 
 class Counters:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -403,16 +404,16 @@ class AnsweringAtAccept:
 
 
 async def _asked_at_accept(appliance_factory, send: Callable[[socket.socket], None]):
-    """(server, reader, writer): an appliance in front of an AnsweringAtAccept server, asked `GET /`."""
+    """(server, reader, writer, appliance): an appliance in front of an AnsweringAtAccept server, asked `GET /`."""
     server = AnsweringAtAccept(send)
     port = free_port()
-    await appliance_factory(config(port, {"web": [server.port]}))
+    app = await appliance_factory(config(port, {"web": [server.port]}))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-    return server, reader, writer
+    return server, reader, writer, app
 
 
-async def test_answer_before_the_connection_is_handed_over_is_kept_in_order(appliance_factory):
+async def test_answer_before_the_connection_is_handed_over_is_kept_in_order(appliance_factory, caplog):
     """A real server that answers (or ends) the moment it accepts, before reading the request.
 
     It accepts from the event loop's poll, so what it sends is there as soon as the
@@ -444,11 +445,14 @@ async def test_answer_before_the_connection_is_handed_over_is_kept_in_order(appl
         assert app.engine.pools["web"].counters.bytes_in == sum(map(len, heads))
 
         answer[0] = b""  # the end alone
+        caplog.set_level("INFO", logger="adc")
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /end HTTP/1.1\r\nHost: a\r\n\r\n")
         status, _, _ = await read_response(reader)
         assert status == 502
         writer.close()
+        # the server failed after the connect: the line names it
+        assert re.search(rf"answered 502: pool web server web0 \(127\.0\.0\.1:{server.port}\): \S", caplog.text), caplog.text
     finally:
         server.close()
 
@@ -465,7 +469,7 @@ async def test_a_large_answer_before_the_handover_arrives_whole_and_in_order(app
 
         threading.Thread(target=blocking, daemon=True).start()
 
-    server, reader, writer = await _asked_at_accept(appliance_factory, send)
+    server, reader, writer, _ = await _asked_at_accept(appliance_factory, send)
     try:
         status, headers, got = await asyncio.wait_for(read_response(reader), 10)
         assert status == 200 and int(headers["content-length"]) == len(body)
@@ -475,14 +479,15 @@ async def test_a_large_answer_before_the_handover_arrives_whole_and_in_order(app
         server.close()
 
 
-async def test_an_answer_cut_short_ends_the_client_with_a_reset(appliance_factory):
+async def test_an_answer_cut_short_ends_the_client_with_a_reset(appliance_factory, caplog):
     """A real server that closes in the middle of its answer: the client gets what came,
-    then a reset, never a clean end that could pass the part for the whole (RFC 9112 §9.8)."""
+    then a reset, never a clean end that could pass the part for the whole (RFC 9112 §9.8).
+    The operator hears which server cut it short, and it counts as an error (HAProxy's srv_abrt)."""
     def send(conn: socket.socket) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
         conn.close()
 
-    server, reader, writer = await _asked_at_accept(appliance_factory, send)
+    server, reader, writer, app = await _asked_at_accept(appliance_factory, send)
     try:
         status, headers, _ = await read_response(reader, head_only=True)
         assert status == 200 and headers["content-length"] == "10"
@@ -494,6 +499,10 @@ async def test_an_answer_cut_short_ends_the_client_with_a_reset(appliance_factor
                 got += chunk
         assert got in (b"", b"abc")  # a reset may overtake the part in the client's buffer
         writer.close()
+        assert re.search(rf"virtual_server web: 127\.0\.0\.1:\d+: pool web server web0 \(127\.0\.0\.1:{server.port}\):"
+                         r" answer cut short: \S", caplog.text), caplog.text
+        assert app.stats.vs("web").errors["aborted"] == 1
+        assert app.engine.pools["web"].servers["web0"].counters.errors["aborted"] == 1
     finally:
         server.close()
 

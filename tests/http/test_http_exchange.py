@@ -726,7 +726,8 @@ def test_server_closes_mid_response_closes_client():
     _connect(ex)
     ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     acts = ex.server_closed()
-    assert kinds(acts) == ["ReleaseServer", "RequestDone", "CloseClient"]
+    assert kinds(acts) == ["ReleaseServer", "Count", "RequestDone", "CloseClient"]
+    assert acts[1].name == "server_aborted" and acts[1].detail == acts[2].facts.reason != ""  # an error, logged
 
 
 def test_malformed_response_is_502():
@@ -809,5 +810,6 @@ def test_a_close_delimited_body_ends_cleanly_only_with_a_clean_close(error):
     if error is None:  # the end of the body
         assert kinds(acts) == ["ReleaseServer", "RequestDone", "CloseClient"] and not acts[-1].abort
     else:  # it may have been cut: the client must not take it for the whole
-        assert kinds(acts) == ["ReleaseServer", "RequestDone", "CloseClient"]
-        assert acts[-1] == CloseClient(error, abort=True) and acts[1].facts.reason == error
+        assert kinds(acts) == ["ReleaseServer", "Count", "RequestDone", "CloseClient"]
+        assert acts[1].name == "server_aborted" and acts[1].detail == error  # an error, logged with the server
+        assert acts[-1] == CloseClient(error, abort=True) and acts[2].facts.reason == error

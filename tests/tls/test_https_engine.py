@@ -263,7 +263,8 @@ async def test_real_server_refusing_after_the_handshake_is_502_with_reason(appli
     assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 502 ")
     writer.close()
     assert re.search(r"pool p server mtls \(127\.0\.0\.1:\d+\): TLS: peer requires a client certificate", caplog.text)
-    assert "answered 502: TLS: peer requires a client certificate" in caplog.text
+    assert re.search(r"answered 502: pool p server mtls \(127\.0\.0\.1:\d+\): TLS: peer requires a client certificate",
+                     caplog.text)
     server.close()
 
 
