@@ -219,11 +219,11 @@ def pool_summary(pool: dict[str, Any], server: dict[str, Any] | None = None) -> 
     parts.append(f"{health} health check" if health else "no health check")
     if pool.get("persistence"):
         parts.append(f"{pool['persistence']} persistence")
-    servers = [s for s in pool.get("servers") or () if isinstance(s, dict)]
     if pool.get("server_ssl"):
         text = f"server SSL {pool['server_ssl']}"
         if server is None and "counters" in pool:  # the servers count the failures, each its own
-            text += ": " + _tls_counts(_dict(pool["counters"]), sum(_tls_failures(_dict(s.get("counters"))) for s in servers))
+            failed = sum(_tls_failures(_dict(s.get("counters"))) for s in pool.get("servers") or () if isinstance(s, dict))
+            text += ": " + _tls_counts(_dict(pool["counters"]), failed)
         parts.append(text)
     slow_start = _num(pool.get("slow_start"), 0)
     if slow_start > 0:
