@@ -45,6 +45,10 @@ from adc.http.upgrade import check_websocket_request, may_tunnel, upgrade_reques
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 MAX_REQUESTS_PER_BATCH: Final = 32  # pipelined requests started per input before proceed()
+# Client bytes are parsed this much at a time while an earlier request may hold up the ones
+# parsed (a parsed request costs many times its bytes): the rest of a read stays raw until the
+# queue drains. The slice doubles while no request head begins in it (a large body).
+PARSE_AHEAD_BYTES: Final = 4 * 1024
 
 
 class Phase(enum.Enum):
@@ -314,7 +318,7 @@ class Exchange:
     __slots__ = (
         "profile", "router", "client_ip", "scheme", "tls_fields", "phase", "_parser", "_rparser", "_queue",
         "_req", "_paused", "_client_eof", "_server_reused", "_out", "stalled", "_batch", "_serving",
-        "_forwarding_tail", "only_empty_lines",
+        "_forwarding_tail", "only_empty_lines", "_unparsed",
     )
 
     def __init__(self, profile: Profile, router: Router, client_ip: str, scheme: str = "http",
@@ -339,6 +343,8 @@ class Exchange:
             sink=Sink(self._response_head, self._response_body, self._response_end, self._response_malformed),
         )
         self._queue: deque[Event] = deque()
+        # client bytes not parsed yet: they follow requests that wait in `_queue`
+        self._unparsed: memoryview | None = None
         self._batch = 0  # requests started by the current input (see MAX_REQUESTS_PER_BATCH)
         self._serving: _Request | None = None  # the request whose response is being parsed
         self._forwarding_tail: bytes | None = None  # what _server_head adds to a usual request
@@ -378,7 +384,12 @@ class Exchange:
         parser = self._parser
         waiting = self.phase is Phase.READ_HEAD and not parser.in_head and not self._queue
         begun = parser.heads_begun
-        parser.feed(data)
+        if self._unparsed is not None:  # bytes that were on their way when the client was paused
+            self._unparsed = memoryview(bytes(self._unparsed) + data)
+        elif len(data) <= PARSE_AHEAD_BYTES:
+            parser.feed(data)
+        else:
+            self._feed_slices(memoryview(data))
         # RFC 9112 2.2 has empty lines before a request ignored: they are no activity either
         # (the driver's timeout_client goes on counting), or CRLFs would hold a connection forever
         self.only_empty_lines = (
@@ -491,8 +502,7 @@ class Exchange:
             return []
         if self.phase is Phase.READ_HEAD and self._req is None:
             if self.head_in_progress:
-                self._parser.close()
-                self._queue.clear()
+                self._drop_client_input()
                 self._answer(408, "request head not received in time", server=False, close=True)
             else:
                 self._enter(Phase.CLOSING)
@@ -506,15 +516,9 @@ class Exchange:
         if self.phase in (Phase.TUNNEL, Phase.CLOSING):
             return []
         self._client_eof = True
-        self._parser.close()
-        req = self._req
-        if req is None:
-            if not self._queue:
-                self._enter(Phase.CLOSING)
-                self._out.append(CloseClient("client closed"))
-        elif not req.complete:
-            self._abort("client closed in the middle of a request")
-        self._pump()
+        if self._unparsed is None:  # else closed once they are parsed (see _pump)
+            self._parser.close()
+        self._pump()  # closes the client, or aborts a request it left incomplete
         return self._flush()
 
     def client_lost(self, reason: str = "client closed") -> list[Action]:
@@ -528,8 +532,7 @@ class Exchange:
             req.facts.reason = req.facts.reason or reason
             self._out.append(RequestDone(req.facts))
         self._req = None
-        self._queue.clear()
-        self._parser.close()
+        self._drop_client_input()
         self._enter(Phase.CLOSING)
         return self._flush()
 
@@ -601,6 +604,72 @@ class Exchange:
         Callers skip it when it has nothing to do: no queued events, the client
         neither paused nor gone, no bytes held after an upgrade request.
         """
+        while True:
+            self._take_queued()
+            if self._queue or self._unparsed is None or self.phase in (Phase.TUNNEL, Phase.CLOSING):
+                break
+            # the requests parsed ahead are taken up: parse on
+            view = self._unparsed
+            self._unparsed = None
+            self._feed_slices(view)
+        if self.phase in (Phase.TUNNEL, Phase.CLOSING):
+            return
+        if self._client_eof and not self._queue and self._unparsed is None:
+            req = self._req
+            if req is None:
+                if self.phase is Phase.READ_HEAD:
+                    self._enter(Phase.CLOSING)
+                    self._out.append(CloseClient("client closed"))
+                    return
+            elif not req.complete:
+                self._abort("client closed in the middle of a request")
+                return
+        want_pause = bool(self._queue) or self._unparsed is not None or self._parser.upgrade_held
+        if (
+            self._parser.upgrade_held
+            and not self._queue
+            and not (self._req is not None and self._req.websocket)
+        ):
+            # Not a tunnel candidate: the bytes after it are plain HTTP.
+            held = self._parser.restart()
+            if held:
+                self._unparsed = memoryview(held)
+            self._pump()
+            return
+        if want_pause and not self._paused:
+            self._paused = True
+            self._out.append(PauseClient())
+        elif not want_pause and self._paused:
+            self._paused = False
+            self._out.append(ResumeClient())
+
+    def _feed_slices(self, view: memoryview) -> None:
+        """Parse client bytes a slice at a time; keep the rest raw once a parsed request waits.
+
+        After an upgrade request the parser holds what follows (bounded) until the
+        answer; the rest goes to it at once. A client that has half-closed is done
+        with once all it sent is parsed.
+        """
+        parser = self._parser
+        size = PARSE_AHEAD_BYTES
+        start, end = 0, len(view)
+        while start < end:
+            if parser.upgrade_held:
+                parser.feed(view[start:])
+                break
+            if self._queue:
+                self._unparsed = view[start:]
+                return
+            begun = parser.heads_begun
+            parser.feed(view[start:start + size])
+            start += size
+            if parser.heads_begun == begun:
+                size *= 2
+        if self._client_eof:
+            parser.close()
+
+    def _take_queued(self) -> None:
+        """Handle queued request events in order, as far as the current request allows."""
         while self._queue and self.phase not in (Phase.TUNNEL, Phase.CLOSING):
             event = self._queue[0]
             req = self._req
@@ -636,28 +705,6 @@ class Exchange:
                     self._on_request_body(req, event.data)
                 else:
                     self._on_request_end(req, event.trailers)  # type: ignore[union-attr]
-        if self.phase in (Phase.TUNNEL, Phase.CLOSING):
-            return
-        if self._client_eof and self._req is None and not self._queue and self.phase is Phase.READ_HEAD:
-            self._enter(Phase.CLOSING)
-            self._out.append(CloseClient("client closed"))
-            return
-        want_pause = bool(self._queue) or self._parser.upgrade_held
-        if (
-            self._parser.upgrade_held
-            and not self._queue
-            and not (self._req is not None and self._req.websocket)
-        ):
-            # Not a tunnel candidate: the bytes after it are plain HTTP.
-            self._parser.resume()
-            self._pump()
-            return
-        if want_pause and not self._paused:
-            self._paused = True
-            self._out.append(PauseClient())
-        elif not want_pause and self._paused:
-            self._paused = False
-            self._out.append(ResumeClient())
 
     def _start_request(self, head: RequestHead) -> None:
         match = self.router.match(head.host, head.method, head.path)
@@ -921,7 +968,7 @@ class Exchange:
         req.dechunk = client_10 and resp.body is BodyKind.CHUNKED
         req.close_after = (
             not req.head.keep_alive
-            or self._client_eof
+            or self._last_before_eof()
             or resp.body is BodyKind.CLOSE
             or req.dechunk
             or not req.complete
@@ -965,7 +1012,7 @@ class Exchange:
         self._out.append(ReleaseServer(reusable))
         self._out.append(RequestDone(req.facts))
         self._req = None
-        if req.close_after or (self._client_eof and not self._queue):
+        if req.close_after or self._last_before_eof():
             self._enter(Phase.CLOSING)
             self._out.append(CloseClient("connection: close" if not self._client_eof else "client closed"))
             return
@@ -991,7 +1038,9 @@ class Exchange:
         """Respond with `status` (a redirect to `location`); keep the client only when framing is certain."""
         req = self._req
         if close is None:
-            close = req is None or not req.head.keep_alive or req.head.body is not BodyKind.NONE or self._client_eof
+            close = (
+                req is None or not req.head.keep_alive or req.head.body is not BodyKind.NONE or self._last_before_eof()
+            )
         head_only = req is not None and req.head.method == "HEAD"
         # 4xx details and the redirect's target in the body; 5xx details stay in the log
         detail = reason if 400 <= status < 500 else location
@@ -1005,8 +1054,7 @@ class Exchange:
         self._out.append(RequestDone(facts))
         if close:
             self._req = None
-            self._queue.clear()
-            self._parser.close()
+            self._drop_client_input()
             self._enter(Phase.CLOSING)
             self._out.append(CloseClient(reason))
             return
@@ -1033,12 +1081,21 @@ class Exchange:
             req.facts.reason = reason
             self._out.append(RequestDone(req.facts))
             self._req = None
-            self._queue.clear()
-            self._parser.close()
+            self._drop_client_input()
             self._enter(Phase.CLOSING)
             self._out.append(CloseClient(reason))
             return
         self._answer(status, reason, server=False, close=True)
+
+    def _last_before_eof(self) -> bool:
+        """The client has half-closed and sent no request after the current one."""
+        return self._client_eof and not self._queue and self._unparsed is None
+
+    def _drop_client_input(self) -> None:
+        """Nothing more the client sent is to be handled: the connection ends."""
+        self._queue.clear()
+        self._unparsed = None
+        self._parser.close()
 
     def _flush(self) -> list[Action]:
         self._batch = 0

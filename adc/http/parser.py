@@ -189,7 +189,7 @@ class RequestParser:
             sink = collector(self._events)
         self._on_head, self._on_body, self._on_end, self._on_malformed = sink.head, sink.body, sink.end, sink.malformed
         self._dead = False
-        self._held: list[bytes] = []
+        self._held: list[bytes | memoryview] = []
         self._held_size = 0
         self.upgrade_held = False
         self._begun = 0  # request heads begun so far
@@ -215,7 +215,7 @@ class RequestParser:
         """Request heads begun so far (llhttp skips empty lines before a head)."""
         return self._begun
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         """Parse `data`; events go to the sink as they are found."""
         if self._dead:
             return
@@ -245,12 +245,17 @@ class RequestParser:
 
     def resume(self) -> list[Event]:
         """The upgrade did not happen: parse the held bytes with a fresh parser (events as `receive_data`)."""
-        held = b"".join(self._held)
-        self._held, self._held_size, self.upgrade_held = [], 0, False
-        self._fresh()
+        held = self.restart()
         if held:
             self.feed(held)
         return self._collected()
+
+    def restart(self) -> bytes:
+        """The upgrade did not happen: a fresh parser, and the held bytes for the caller to feed."""
+        held = b"".join(self._held)
+        self._held, self._held_size, self.upgrade_held = [], 0, False
+        self._fresh()
+        return held
 
     def close(self) -> None:
         """Report nothing more (the rest of the bytes being parsed included)."""
@@ -268,7 +273,7 @@ class RequestParser:
             self._dead = True
             self._on_malformed(status, reason)
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         begun, completed = self._begun, self._completed
         try:
             self._parser.feed_data(data)
@@ -291,14 +296,14 @@ class RequestParser:
         except httptools.HttpParserInvalidURLError:
             self._fail(400, "invalid request target")
         except httptools.HttpParserInvalidMethodError:
-            if self._completed == completed and _EXTENSION_METHOD.match(data.lstrip(b"\r\n")) is not None:
+            if self._completed == completed and _EXTENSION_METHOD.match(bytes(data).lstrip(b"\r\n")) is not None:
                 # a well-formed method the parser has no entry for (its method set is fixed):
                 # not implemented (RFC 9110 §9.1), rather than a malformed request
                 self._fail(501, "method not implemented")
             else:
                 self._fail(400, "invalid method")
         except httptools.HttpParserError as exc:
-            if data.lstrip(b"\r\n").startswith(b"PRI * HTTP/2.0"):  # a client speaking HTTP/2 without ALPN
+            if bytes(data).lstrip(b"\r\n").startswith(b"PRI * HTTP/2.0"):  # a client speaking HTTP/2 without ALPN
                 self._fail(505, "HTTP/2 not supported (HTTP/1.1 only)")
             else:
                 self._fail(400, str(exc) or "malformed request")
@@ -316,7 +321,7 @@ class RequestParser:
                 elif len(self._url) > self.max_request_line:
                     self._fail(414, "request line too long")
 
-    def _body_after_upgrade(self, rest: bytes) -> None:
+    def _body_after_upgrade(self, rest: bytes | memoryview) -> None:
         """Parse the body of an upgrade request that has one, then go on as usual.
 
         A request keeps the connection in HTTP until its whole body has passed: the body is

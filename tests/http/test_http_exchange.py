@@ -632,6 +632,80 @@ def test_answers_of_one_input_are_bounded_and_the_rest_wait_for_proceed():
     assert ex.phase is Phase.READ_HEAD
 
 
+def _serve_all(ex, acts, answer=b"HTTP/1.1 204 No Content\r\n\r\n"):
+    """Connect and answer every request the exchange opens; return the targets served, in order."""
+    served, every = [], []
+    while any(isinstance(a, OpenServer) for a in acts):
+        acts = ex.server_connected(reused=True) + ex.receive_server(answer)
+        served += [a.facts.target for a in acts if isinstance(a, RequestDone)]
+        every += acts
+    return served, every
+
+
+def test_pipelined_requests_are_parsed_a_slice_ahead_and_none_is_lost():
+    """A client that pipelines a whole read of small requests to a real server that has not
+    answered: what waits costs about the bytes it came in, not a parsed request each."""
+    import tracemalloc
+
+    burst = b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(8000))  # about 256 KiB
+    ex = make()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        acts = ex.receive_client(burst)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kinds(acts) == ["OpenServer", "PauseClient"]
+    # The burst itself, a slice of parsed requests, the first request's state. Parsed all at
+    # once it was about 17 times its size.
+    assert held < len(burst) + (192 << 10), held
+    served, acts = _serve_all(ex, acts)
+    assert served == ["/%d" % i for i in range(8000)]
+    assert kinds(acts).count("ResumeClient") == 1 and ex.phase is Phase.READ_HEAD
+
+
+def test_pipelined_requests_before_a_client_eof_are_all_answered():
+    burst = b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(1000))
+    ex = make()
+    acts = ex.receive_client(burst)
+    assert ex.client_eof() == []  # the requests it sent are still answered
+    served, acts = _serve_all(ex, acts)
+    assert len(served) == 1000 and served[-1] == "/999"
+    assert kinds(acts)[-1] == "CloseClient" and ex.phase is Phase.CLOSING
+
+
+def test_a_client_eof_in_the_middle_of_a_body_still_aborts_once_all_is_parsed():
+    ex = make()
+    acts = ex.receive_client(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50000)
+    assert kinds(acts) == ["OpenServer", "PauseClient"]  # the body waits for the connection
+    assert ex.client_eof() == []
+    acts = ex.server_connected()
+    assert sum(len(a.data) for a in acts if isinstance(a, SendToServer)) > 50000  # head and body
+    assert [a.reason for a in acts if isinstance(a, CloseClient)] == ["client closed in the middle of a request"]
+
+
+def test_a_large_body_in_one_read_is_forwarded_whole_in_few_pieces():
+    body = bytes(range(256)) * 1024  # 256 KiB
+    ex = make()
+    ex.receive_client(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body))
+    ex.server_connected()
+    acts = ex.receive_client(body + GET)
+    sends = [a.data for a in acts if isinstance(a, SendToServer)]
+    assert b"".join(sends) == body and len(sends) <= 8  # the slice grows while no head begins
+    served, _ = _serve_all(ex, ex.receive_server(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    assert served == ["/x"]
+
+
+def test_requests_after_a_declined_upgrade_are_parsed_in_turn():
+    h2c = b"GET /up HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: x\r\n\r\n"
+    burst = h2c + b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(2000))
+    ex = make()
+    acts = ex.receive_client(burst)
+    served, _ = _serve_all(ex, acts)
+    assert served == ["/up"] + ["/%d" % i for i in range(2000)]
+
+
 def test_route_pool_selected():
     ex = make(routes=(route(host="*.example.com", methods=["POST"], pool="api"),))
     acts = ex.receive_client(b"POST / HTTP/1.1\r\nHost: X.Example.com:8080\r\nContent-Length: 0\r\n\r\n")
