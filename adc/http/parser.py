@@ -162,6 +162,21 @@ def _port(value: bytes, default: int) -> int:
     return int(digits) if digits.isdigit() else default
 
 
+def _without_progress(parser: RequestParser | ResponseParser, n: int) -> bool:
+    """Count `n` bytes parsed in a chunked body; True once too many passed without data or a trailer.
+
+    llhttp reads chunk extensions without reporting them, and httptools gathers a trailer
+    field until its line ends: without this, a peer could send either forever (a connection
+    held, or memory without bound). Bytes fed in a call that produced neither body data
+    nor a trailer count; any that did starts the count again. The bound is the head's.
+    """
+    if parser._progress:
+        parser._idle = 0
+        return False
+    parser._idle += n
+    return parser._idle > parser.max_header_bytes
+
+
 class RequestParser:
     """Client bytes in, request events out (to `sink`, or collected by `receive_data`)."""
 
@@ -170,6 +185,7 @@ class RequestParser:
         "_header_bytes", "_dead", "_held", "_held_size", "upgrade_held", "_begun", "_completed",
         "max_request_line", "max_header_bytes", "max_headers", "max_held_bytes",
         "_on_head", "_on_body", "_on_end", "_on_malformed", "_body_framing", "_synthetic",
+        "_chunked", "_progress", "_idle",
     )
 
     def __init__(
@@ -198,6 +214,9 @@ class RequestParser:
         # request and stop after its head. The body is framed by this (see _body_after_upgrade).
         self._body_framing: bytes | None = None
         self._synthetic = False  # llhttp reads a head made up here: its callbacks are ignored
+        self._chunked = False  # in a chunked body (see _without_progress)
+        self._progress = False
+        self._idle = 0
         self._fresh()
 
     def _fresh(self) -> None:
@@ -275,6 +294,7 @@ class RequestParser:
 
     def _feed(self, data: bytes | memoryview) -> None:
         begun, completed = self._begun, self._completed
+        self._progress = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -320,6 +340,8 @@ class RequestParser:
                     self._fail(431, "request head too large")
                 elif len(self._url) > self.max_request_line:
                     self._fail(414, "request line too long")
+            elif self._chunked and _without_progress(self, len(data)):
+                self._fail(400, "chunk extension or trailer too long")
 
     def _body_after_upgrade(self, rest: bytes | memoryview) -> None:
         """Parse the body of an upgrade request that has one, then go on as usual.
@@ -338,6 +360,7 @@ class RequestParser:
             self._parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n")
         finally:
             self._synthetic = False
+        self._chunked, self._idle = framing.startswith(b"Transfer-Encoding"), 0
         if rest:
             self._feed(rest)
 
@@ -370,6 +393,7 @@ class RequestParser:
                 raise _Stop(431, "request head too large")
             return
         self._trailers.append((name, value))
+        self._progress = True
         self._header_bytes += len(name) + len(value) + 4
         if len(self._trailers) > self.max_headers or self._header_bytes > self.max_header_bytes:
             raise _Stop(431, "too many or too large trailers")
@@ -434,11 +458,13 @@ class RequestParser:
             path = _split_target(url)
         if kind is not BodyKind.NONE and p.should_upgrade():
             self._body_framing = b"Transfer-Encoding: chunked\r\n" if length is None else b"Content-Length: %d\r\n" % length
+        self._chunked, self._idle = kind is BodyKind.CHUNKED, 0
         self._on_head(RequestHead(
             method, url, version, headers, p.should_keep_alive(), kind, length, routing_path(path), host_name
         ))
 
     def on_body(self, body: bytes) -> None:
+        self._progress = True
         if not self._dead:
             self._on_body(body)
 
@@ -446,6 +472,7 @@ class RequestParser:
         if self._body_framing is not None:
             return  # llhttp's end right after an upgrade request's head: the body comes next
         self._completed += 1
+        self._chunked = False
         if self._dead:
             return
         trailers, self._trailers = self._trailers, []
@@ -463,7 +490,7 @@ class ResponseParser:
         "_parser", "_events", "_headers", "_trailers", "_in_head", "_head_bytes", "_header_bytes",
         "_method", "_current", "_reason", "_dead", "_head_only", "_head_buf", "leftover", "upgraded",
         "_between", "_final", "_switching", "max_header_bytes", "max_headers",
-        "_on_head", "_on_body", "_on_end", "_on_malformed",
+        "_on_head", "_on_body", "_on_end", "_on_malformed", "_chunked", "_progress", "_idle",
     )
 
     def __init__(self, max_header_bytes: int = 32 * 1024, max_headers: int = 100, sink: Sink | None = None) -> None:
@@ -482,6 +509,8 @@ class ResponseParser:
         self._current: ResponseHead | None = None
         self._switching: ResponseHead | None = None  # a 101 head, reported when parsing stops
         self._final = False  # a final (non-interim) head was parsed
+        self._progress = False
+        self._idle = 0
         self._fresh()
         # llhttp sits cleanly between two responses: it can be reused (so can a new one,
         # which the first expect() keeps rather than making another)
@@ -493,6 +522,7 @@ class ResponseParser:
         self._headers: Headers = HeaderList()
         self._trailers: Headers = []
         self._in_head = False
+        self._chunked = False  # in a chunked body (see _without_progress)
         self._head_bytes = 0
         self._header_bytes = 0
         self._current = None
@@ -607,6 +637,7 @@ class ResponseParser:
             self._feed(rest)
 
     def _feed(self, data: bytes) -> None:
+        self._progress = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -625,6 +656,8 @@ class ResponseParser:
                 self._head_bytes += len(data)
                 if self._head_bytes > self.max_header_bytes:
                     self._fail(502, "response head too large")
+            elif self._chunked and _without_progress(self, len(data)):
+                self._fail(502, "chunk extension or trailer too long")
         switching = self._switching
         if switching is not None:
             self._switching = None
@@ -652,6 +685,7 @@ class ResponseParser:
             self._headers.append((name, value))
         else:
             self._trailers.append((name, value))
+            self._progress = True
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.max_header_bytes:
             raise _Stop(502, "response head too large")
@@ -692,6 +726,7 @@ class ResponseParser:
         head = ResponseHead(
             status, self._reason, version, headers, p.should_keep_alive() and violation is None, kind, length, violation
         )
+        self._chunked, self._idle = kind is BodyKind.CHUNKED, 0
         if status == 101:
             self._switching = head
             return
@@ -703,10 +738,12 @@ class ResponseParser:
         self._on_head(head)
 
     def on_body(self, body: bytes) -> None:
+        self._progress = True
         if not self._dead and self._switching is None:
             self._on_body(body)
 
     def on_message_complete(self) -> None:
+        self._chunked = False
         if len(self._trailers) > self.max_headers:
             raise _Stop(502, "response head too large")
         trailers, self._trailers = self._trailers, []

@@ -411,3 +411,41 @@ def test_every_underscored_spelling_of_the_forwarding_fields_is_caught():
             spelt = parts[0] + b"".join(s + p for s, p in zip(seps, parts[1:]))
             assert has_underscored_forwarding({b"host": [b"a"], spelt: [b"1"]}) == (b"_" in spelt), spelt
     assert not has_underscored_forwarding({b"x_other": [b"1"], b"x_forwarded_host": [b"a"], b"forwarded": [b"x"]})
+
+
+CHUNKED_POST = b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNKED_200 = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def _feed_endless(parser, start: bytes, filler: bytes = b"a" * 4096, rounds: int = 64) -> list:
+    """Feed `start`, then `filler` up to `rounds` times (256 KiB), stopping at the first malformed event."""
+    events = parser.receive_data(start)
+    for _ in range(rounds):
+        events += parser.receive_data(filler)
+        if any(isinstance(e, Malformed) for e in events):
+            break
+    return events
+
+
+@pytest.mark.parametrize("after_head", [b"1;", b"1;ext=", b"5\r\nhello\r\n0\r\nX-Trailer: "],
+                         ids=["extension-name", "extension-value", "trailer"])
+def test_an_endless_chunk_line_or_trailer_is_refused(after_head):
+    """llhttp reads chunk extensions without reporting them and httptools gathers a trailer until its
+    line ends: a peer sending either forever is refused once max_header_bytes passed without progress."""
+    events = _feed_endless(RequestParser(max_header_bytes=32 * 1024), CHUNKED_POST + after_head)
+    assert events[-1] == Malformed(400, "chunk extension or trailer too long")
+    events = _feed_endless(ResponseParser(max_header_bytes=32 * 1024), CHUNKED_200 + after_head)
+    assert events[-1] == Malformed(502, "chunk extension or trailer too long")
+
+
+def test_chunk_extensions_and_chunks_of_any_size_still_pass():
+    p = RequestParser(max_header_bytes=8 * 1024)
+    events = p.receive_data(CHUNKED_POST + b"4;name=" + b"v" * 4000 + b"\r\n")
+    events += p.receive_data(b"data\r\n")
+    big = b"x" * 65536
+    for _ in range(8):  # each feed carries body: 512 KiB in all, far over max_header_bytes
+        events += p.receive_data(b"10000\r\n" + big + b"\r\n")
+    events += p.receive_data(b"0\r\nX-T: 1\r\n\r\n")
+    assert not any(isinstance(e, Malformed) for e in events)
+    assert sum(len(e.data) for e in events if isinstance(e, Body)) == 4 + 8 * 65536
+    assert isinstance(events[-1], EndOfMessage) and events[-1].trailers == [(b"X-T", b"1")]
