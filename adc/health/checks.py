@@ -48,6 +48,7 @@ class _Conversation(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.closed = False
+        self.error: str | None = None  # how the connection ended, when it failed
         self.overflow = False
         self._waiter: asyncio.Future[None] | None = None
 
@@ -71,6 +72,8 @@ class _Conversation(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is not None:
+            self.error = describe_error(exc)
         self._wake()
 
     def _wake(self) -> None:
@@ -123,7 +126,9 @@ async def _http(check: HealthCheck, transport: asyncio.Transport, conv: _Convers
     if end < 0:
         if conv.overflow:
             return False, "HTTP: status line too long"
-        return False, "HTTP: connection closed before a status line" if not head else "HTTP: incomplete status line"
+        if head:
+            return False, "HTTP: incomplete status line"
+        return False, f"HTTP: {conv.error or 'connection closed'} before a status line"
     parts = head[:end].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
         return False, f"HTTP: malformed status line {head[:min(end, 80)]!r}"
@@ -159,7 +164,9 @@ async def _websocket(
             break
     exc = client.handshake_exc
     if response is None:
-        return False, f"websocket: {exc}" if exc else "websocket: connection closed before a response"
+        if conv.error is not None or exc is None:  # the way it ended says more than "no valid response"
+            return False, f"websocket: {conv.error or 'connection closed'} before a response"
+        return False, f"websocket: {exc}"
     if exc is not None:
         if isinstance(exc, InvalidStatus):
             return False, f"websocket: HTTP {response.status_code} instead of 101"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,9 @@ class HttpStatusServer(asyncio.Protocol):
                 self.transport.write(self.owner.raw)
             elif self.owner.silent:
                 return
+            elif self.owner.reset:  # SO_LINGER 0: the close is a reset
+                sock = self.transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             else:
                 self.transport.write(
                     f"HTTP/1.1 {self.owner.status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".encode()
@@ -67,6 +72,7 @@ class Spot:
         self.status = 200
         self.raw: bytes | None = None
         self.silent = False
+        self.reset = False  # answer a request with a reset
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
 

@@ -66,6 +66,14 @@ async def test_http_check_garbage(spots, raw, reason):
     assert not result.ok and result.reason.startswith(reason)
 
 
+@pytest.mark.parametrize("check_type", ["http", "websocket"])
+async def test_a_reset_is_named_as_such(spots, check_type):
+    spot = await spots(reset=True)
+    result = await probe(HealthCheck(type=check_type), spot.address)
+    assert not result.ok and result.reason.endswith(": connection reset before a " + (
+        "status line" if check_type == "http" else "response"))
+
+
 async def test_http_check_times_out_on_a_silent_server(spots):
     spot = await spots(silent=True)
     result = await probe(HealthCheck(type="http", timeout=0.2), spot.address)
