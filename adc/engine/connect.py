@@ -212,9 +212,11 @@ async def dial(
     carries adc's TLS layer (adc.tls.termination), whose handshake is awaited, bounded
     by `tls_timeout` (0: unbounded), and the transport returned is that layer.
 
-    `connected` is called once the TCP connection is up, just before they leave (the
-    caller stops its connect deadline there: a request that has left must not be counted
-    a failed connect and sent to another server). `waiting` is called before the first
+    `connected` is called once the TCP connection is up, as they leave (the caller stops
+    its connect deadline there: a request that has left must not be counted a failed
+    connect and sent to another server). When the connect has not reported yet, sending
+    them is how the connection is found up, and the call follows with nothing awaited
+    in between. `waiting` is called before the first
     wait for the network (the caller starts its connect deadline there), `tls_waiting`
     (if given, else `waiting`) before the TLS handshake.
     """
@@ -241,10 +243,21 @@ async def dial(
         if not _NONBLOCK:
             sock.setblocking(False)
         err = sock.connect_ex((host, port))
+        sent = -1  # first_data not tried yet
         if err == errno.EINPROGRESS:
-            if _connected(sock):
+            if waiter is None and first_data:
+                # the send says whether the handshake is over, in the call that would follow anyway
+                try:
+                    sent = sock.send(first_data)
+                except BlockingIOError:
+                    pass  # still connecting
+                except OSError as exc:
+                    err = exc.errno or errno.EIO
+                else:
+                    err = 0
+            elif _connected(sock):
                 err = 0
-            else:
+            if err == errno.EINPROGRESS:
                 if waiting is not None:
                     waiting()
                 # Not from inside an except clause: a coroutine suspended there would
@@ -259,7 +272,6 @@ async def dial(
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, os.strerror(err))
-        sent = 0
         if waiter is not None:
             if tls_waiting is not None:
                 tls_waiting()
@@ -267,11 +279,13 @@ async def dial(
                 waiting()  # the TLS handshake
         elif first_data:
             if connected is not None:
-                connected()
-            try:
-                sent = sock.send(first_data)
-            except (BlockingIOError, InterruptedError):
-                pass  # the transport writes it all
+                connected()  # (with nothing awaited since the send, when it came first)
+            if sent < 0:
+                try:
+                    sent = sock.send(first_data)
+                except BlockingIOError:
+                    sent = 0  # the transport writes it all
+        sent = max(sent, 0)
         transport, protocol = await loop.create_connection(factory, sock=sock)
     except BaseException:
         sock.close()

@@ -176,13 +176,17 @@ async def test_a_pending_connect_waits_and_can_be_cancelled_without_a_leak():
         lst.close()
 
 
-async def test_a_connect_that_completes_later_is_waited_for():
+@pytest.mark.parametrize("first", [b"", b"first bytes"])
+async def test_a_connect_that_completes_later_is_waited_for(first):
     loop = asyncio.get_running_loop()
     lst, fillers, port = unanswering_listener()
+    calls = []
     try:
-        task = asyncio.ensure_future(dial(loop, Collect, "127.0.0.1", port))
+        task = asyncio.ensure_future(dial(
+            loop, Collect, "127.0.0.1", port, first, lambda: calls.append("connected"), lambda: calls.append("waiting")
+        ))
         await asyncio.sleep(0.1)
-        assert not task.done()
+        assert not task.done() and calls == ["waiting"]  # (trying the first bytes did not pass for connected)
         # make room in the accept queue: the kernel answers the client's next SYN retry
         lst.setblocking(False)
         accepted = []
@@ -196,6 +200,17 @@ async def test_a_connect_that_completes_later_is_waited_for():
             await asyncio.sleep(0.05)
         transport, _ = await asyncio.wait_for(task, 1)
         assert transport.get_extra_info("peername")[1] == port
+        assert calls == (["waiting", "connected"] if first else ["waiting"])
+        if first:
+            mine = transport.get_extra_info("sockname")
+            lst.settimeout(5)
+            for _ in range(len(fillers) + 1):  # it may still wait in the accept queue
+                if any(c.getpeername() == mine for c in accepted):
+                    break
+                accepted.append(lst.accept()[0])
+            [ours] = [c for c in accepted if c.getpeername() == mine]
+            ours.settimeout(5)
+            assert ours.recv(100) == first
         transport.close()
         for c in accepted:
             c.close()
