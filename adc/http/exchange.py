@@ -47,8 +47,10 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT",
 MAX_REQUESTS_PER_BATCH: Final = 32  # pipelined requests started per input before proceed()
 # Client bytes are parsed this much at a time while an earlier request may hold up the ones
 # parsed (a parsed request costs many times its bytes): the rest of a read stays raw until the
-# queue drains. The slice doubles while no request head begins in it (a large body).
+# queue drains. A body of known length is taken whole; a chunked one in slices that double
+# while no request head begins in them, up to MAX_SLICE_BYTES.
 PARSE_AHEAD_BYTES: Final = 4 * 1024
+MAX_SLICE_BYTES: Final = 64 * 1024
 
 
 class Phase(enum.Enum):
@@ -365,6 +367,8 @@ class Exchange:
         self._parser.release()
         self._rparser.release()
         self._serving = None
+        self._queue.clear()
+        self._unparsed = None
 
     # -- state ---------------------------------------------------------------------------------
     def _enter(self, new: Phase) -> None:
@@ -494,6 +498,7 @@ class Exchange:
             self._answer(503, "timeout connecting to the real server", server=False)
         else:
             self._fail_server(req, "timeout waiting for the real server", status=504)
+        self._pump()  # requests pipelined behind this one are taken up in turn
         return self._flush()
 
     def client_timeout(self) -> list[Action]:
@@ -516,7 +521,7 @@ class Exchange:
         if self.phase in (Phase.TUNNEL, Phase.CLOSING):
             return []
         self._client_eof = True
-        if self._unparsed is None:  # else closed once they are parsed (see _pump)
+        if self._unparsed is None and not self._parser.upgrade_held:  # else once all is parsed
             self._parser.close()
         self._pump()  # closes the client, or aborts a request it left incomplete
         return self._flush()
@@ -614,7 +619,7 @@ class Exchange:
             self._feed_slices(view)
         if self.phase in (Phase.TUNNEL, Phase.CLOSING):
             return
-        if self._client_eof and not self._queue and self._unparsed is None:
+        if self._client_eof and not self._queue and self._unparsed is None and not self._parser.upgrade_held:
             req = self._req
             if req is None:
                 if self.phase is Phase.READ_HEAD:
@@ -634,6 +639,8 @@ class Exchange:
             held = self._parser.restart()
             if held:
                 self._unparsed = memoryview(held)
+            elif self._client_eof:
+                self._parser.close()
             self._pump()
             return
         if want_pause and not self._paused:
@@ -660,12 +667,17 @@ class Exchange:
             if self._queue:
                 self._unparsed = view[start:]
                 return
+            step = size
+            req = self._req
+            if req is not None and req.head.body is BodyKind.LENGTH and not req.complete:
+                # the rest of a body whose length is known, and a slice after it
+                step = max((req.head.content_length or 0) - req.facts.bytes_in, 0) + PARSE_AHEAD_BYTES
             begun = parser.heads_begun
-            parser.feed(view[start:start + size])
-            start += size
-            if parser.heads_begun == begun:
-                size *= 2
-        if self._client_eof:
+            parser.feed(view[start:start + step])
+            start += step
+            # a chunked body: the slice grows (bounded) while no head begins in it
+            size = min(size * 2, MAX_SLICE_BYTES) if parser.heads_begun == begun else PARSE_AHEAD_BYTES
+        if self._client_eof and not parser.upgrade_held:
             parser.close()
 
     def _take_queued(self) -> None:
@@ -1088,8 +1100,8 @@ class Exchange:
         self._answer(status, reason, server=False, close=True)
 
     def _last_before_eof(self) -> bool:
-        """The client has half-closed and sent no request after the current one."""
-        return self._client_eof and not self._queue and self._unparsed is None
+        """The client has half-closed and sent no request after the current one (all it sent is parsed)."""
+        return self._client_eof and not self._queue and self._unparsed is None and self._parser.closed
 
     def _drop_client_input(self) -> None:
         """Nothing more the client sent is to be handled: the connection ends."""

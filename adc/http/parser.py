@@ -280,6 +280,11 @@ class RequestParser:
         """Report nothing more (the rest of the bytes being parsed included)."""
         self._dead = True
 
+    @property
+    def closed(self) -> bool:
+        """Nothing more is reported: closed, failed, or handed over to a tunnel."""
+        return self._dead
+
     def release(self) -> None:
         """The connection is over: drop llhttp and the sink, which refer back to this object or its owner."""
         self._dead = True
@@ -458,7 +463,8 @@ class RequestParser:
             path = _split_target(url)
         if kind is not BodyKind.NONE and p.should_upgrade():
             self._body_framing = b"Transfer-Encoding: chunked\r\n" if length is None else b"Content-Length: %d\r\n" % length
-        self._chunked, self._idle = kind is BodyKind.CHUNKED, 0
+        # a chunked body's bytes count from the next feed: this one's so far were heads
+        self._chunked, self._idle, self._progress = kind is BodyKind.CHUNKED, 0, True
         self._on_head(RequestHead(
             method, url, version, headers, p.should_keep_alive(), kind, length, routing_path(path), host_name
         ))
@@ -726,7 +732,7 @@ class ResponseParser:
         head = ResponseHead(
             status, self._reason, version, headers, p.should_keep_alive() and violation is None, kind, length, violation
         )
-        self._chunked, self._idle = kind is BodyKind.CHUNKED, 0
+        self._chunked, self._idle, self._progress = kind is BodyKind.CHUNKED, 0, True
         if status == 101:
             self._switching = head
             return

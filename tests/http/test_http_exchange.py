@@ -8,6 +8,7 @@ import pytest
 
 from adc.http.exchange import (
     MAX_REQUESTS_PER_BATCH,
+    PARSE_AHEAD_BYTES,
     CloseClient,
     Count,
     OpenServer,
@@ -706,6 +707,61 @@ def test_requests_after_a_declined_upgrade_are_parsed_in_turn():
     assert served == ["/up"] + ["/%d" % i for i in range(2000)]
 
 
+def test_pipelined_requests_the_appliance_answers_before_a_client_eof_are_all_answered():
+    burst = b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(1000))
+    ex = make(pool=None)  # every request gets the appliance's own 404
+    acts = ex.receive_client(burst)
+    acts += ex.client_eof()
+    for _ in range(1000):  # bounded: each proceed() takes up a batch
+        if not ex.stalled or ex.phase is Phase.CLOSING:
+            break
+        acts += ex.proceed()
+    answers = [a for a in acts if isinstance(a, Respond)]
+    assert len(answers) == 1000 and not any(a.close for a in answers[:-1])
+    assert kinds(acts)[-1] == "CloseClient" and ex.phase is Phase.CLOSING
+
+
+@pytest.mark.parametrize("first, expected", [
+    (ws_request() + b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n", ["/ws", "/after"]),
+    (GET + b"GET /up HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+     b"HTTP2-Settings: x\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n", ["/x", "/up", "/after"]),
+], ids=["declined-websocket", "h2c"])
+def test_requests_after_an_upgrade_request_and_a_client_eof_are_answered(first, expected):
+    ex = make()
+    acts = ex.receive_client(first) + ex.client_eof()
+    served, acts = _serve_all(ex, acts, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert served == expected and kinds(acts)[-1] == "CloseClient"
+
+
+def test_requests_after_a_large_body_are_parsed_a_slice_ahead():
+    ex = make()
+    body = b"x" * 70000
+    ex.receive_client(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body))
+    ex.server_connected()
+    gets = [b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(6000)]
+    acts = ex.receive_client(body + b"".join(gets))
+    assert b"".join(a.data for a in acts if isinstance(a, SendToServer)) == body
+    parsed = len(ex._queue)  # requests parsed ahead: about a slice's worth, not the read's
+    assert parsed < 2 * PARSE_AHEAD_BYTES // len(gets[0]), parsed
+    served, _ = _serve_all(ex, ex.receive_server(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    assert served == ["/%d" % i for i in range(6000)]
+
+
+def test_a_chunked_request_after_pipelined_ones_is_not_taken_for_a_long_chunk_line():
+    ex = make(profile=replace(PROFILE, max_header_bytes=1024))
+    gets = b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(40))  # over 1 KiB
+    acts = ex.receive_client(gets + b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    served = []
+    for _ in range(40):
+        acts = ex.server_connected(reused=True) + ex.receive_server(b"HTTP/1.1 204 No Content\r\n\r\n")
+        served += [a.facts.target for a in acts if isinstance(a, RequestDone)]
+    assert len(served) == 40 and acts[-2].request.target == b"/c"  # (OpenServer, ResumeClient)
+    acts = ex.server_connected(reused=True) + ex.receive_client(b"5\r\nhello\r\n0\r\n\r\n")
+    assert not any(isinstance(a, Respond) for a in acts)
+    acts = ex.receive_server(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert [a.facts.target for a in acts if isinstance(a, RequestDone)] == ["/c"]
+
+
 def test_route_pool_selected():
     ex = make(routes=(route(host="*.example.com", methods=["POST"], pool="api"),))
     acts = ex.receive_client(b"POST / HTTP/1.1\r\nHost: X.Example.com:8080\r\nContent-Length: 0\r\n\r\n")
@@ -732,6 +788,14 @@ def test_pipelined_requests_after_a_503_are_answered_in_turn():
     acts = ex.server_failed()
     assert kinds(acts)[:2] == ["Respond", "RequestDone"] and acts[0].status == 503
     assert ex.phase is Phase.READ_HEAD
+
+
+def test_requests_pipelined_behind_a_connect_timeout_go_on():
+    ex = make()
+    ex.receive_client(GET + GET)
+    acts = ex.server_timeout()
+    assert acts[0].status == 503 and not acts[0].close
+    assert kinds(acts)[-2:] == ["OpenServer", "ResumeClient"]
 
 
 def test_server_timeout_is_504():
