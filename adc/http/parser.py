@@ -8,8 +8,8 @@ the request line (414), the head size and header count (431).
 Two llhttp properties shape this module:
 - The request parser stops (`HttpParserUpgrade`) as soon as a request asks for an
   upgrade. The bytes after that request are held (bounded) until the exchange
-  knows the answer: `take_held()` for a tunnel, `resume()` to parse them with a
-  fresh parser when the connection stays HTTP.
+  knows the answer: `take_held()` for a tunnel, `restart()` for a fresh parser
+  and the held bytes to feed it when the connection stays HTTP.
 - The response parser cannot be told that a response answers HEAD; it would wait
   for the body its Content-Length announces. `ResponseParser.expect("HEAD")`
   therefore splits heads itself and parses each with a fresh llhttp parser.
@@ -261,13 +261,6 @@ class RequestParser:
         held = b"".join(self._held)
         self._held, self._held_size, self._dead = [], 0, True
         return held
-
-    def resume(self) -> list[Event]:
-        """The upgrade did not happen: parse the held bytes with a fresh parser (events as `receive_data`)."""
-        held = self.restart()
-        if held:
-            self.feed(held)
-        return self._collected()
 
     def restart(self) -> bytes:
         """The upgrade did not happen: a fresh parser, and the held bytes for the caller to feed."""

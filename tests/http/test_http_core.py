@@ -16,13 +16,13 @@ from l7_playbook import make, route, ws_request, ws_response
 
 
 # -- parsers -----------------------------------------------------------------------------------
-def test_request_parser_upgrade_holds_bytes_and_resumes_fresh():
+def test_request_parser_upgrade_holds_bytes_and_restarts_fresh():
     p = RequestParser()
     events = p.receive_data(ws_request() + b"GET /b HTTP/1.1\r\nHo")
     assert [type(e) for e in events] == [RequestHead, EndOfMessage]
     assert p.upgrade_held
     assert p.receive_data(b"st: a\r\n\r\n") == []
-    events = p.resume()
+    events = p.receive_data(p.restart())
     assert isinstance(events[0], RequestHead) and events[0].target == b"/b"
 
 
