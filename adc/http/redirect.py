@@ -38,7 +38,7 @@ def check_template(template: str) -> str | None:
             known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
             shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
             return f"unknown placeholder {shown} (known: {known})"
-    sample = fill(template, "example.com", "/p?q")
+    sample = _format(template, "example.com", "/p?q")
     if not sample.startswith(("http://", "https://", "/")):
         return f"must be an absolute URL (http:// or https://) or a path starting with '/', got {template!r}"
     if sample.startswith("//"):
@@ -66,9 +66,20 @@ def origin_form(target: str) -> str:
     return "/"
 
 
-def fill(template: str, host: str, target: str) -> str:
-    """The Location for a request to `host` (lower case, no port) with request-target `target`."""
+def _format(template: str, host: str, target: str) -> str:
     uri = origin_form(target)
     if ":" in host:  # an IPv6 address
         host = f"[{host}]"
     return template.format(host=host, uri=uri, path=uri.partition("?")[0])
+
+
+def fill(template: str, host: str, target: str) -> str:
+    """The Location for a request to `host` (lower case, no port) with request-target `target`."""
+    location = _format(template, host, target)
+    if location.startswith(("//", "/\\")):
+        # A template that starts with {uri} or {path}, filled from a target such as
+        # "//evil.example/../docs" (whose normalised path the route matched): a
+        # network-path reference (RFC 3986 §4.2), which a browser follows to another host
+        # (and, as browsers read "/\\", the same with a backslash). One slash: a path here.
+        location = "/" + location.lstrip("/\\")
+    return location

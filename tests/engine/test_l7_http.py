@@ -512,7 +512,8 @@ async def test_redirect_routes(appliance_factory, http_backends):
     web = await http_backends("web")
     port = free_port()
     routes = ('{ path_prefix = "/account", redirect = "https://{host}:8443{uri}", redirect_code = 308 }, '
-              '{ path_prefix = "/old", redirect = "/new{path}" }')
+              '{ path_prefix = "/old", redirect = "/new{path}" }, '
+              '{ path_exact = "/docs", redirect = "{path}/", redirect_code = 301 }')
     app = await appliance_factory(config(port, {"web": [web.port]}, routes))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /account/me?tab=keys HTTP/1.1\r\nHost: Shop.Example.com:8080\r\n\r\n")
@@ -527,6 +528,14 @@ async def test_redirect_routes(appliance_factory, http_backends):
     writer.write(b"GET /old/page?q=1 HTTP/1.1\r\nHost: a\r\n\r\n")
     status, headers, _ = await read_response(reader)
     assert (status, headers["location"]) == (302, "/new/old/page")
+    # a target whose normalised path the route matches, starting "//": never a Location that a
+    # browser reads as another host (RFC 3986 §4.2), with "/\\" as browsers read it too
+    writer.write(b"GET //evil.example/../docs HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, headers, _ = await read_response(reader)
+    assert (status, headers["location"]) == (301, "/evil.example/../docs/")
+    writer.write(b"GET /\\evil.example/../docs HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, headers, _ = await read_response(reader)
+    assert (status, headers["location"]) == (301, "/evil.example/../docs/")
     # a WebSocket upgrade on a redirect route is redirected, not tunnelled
     writer.write(b"GET /account/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                  b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
@@ -541,4 +550,4 @@ async def test_redirect_routes(appliance_factory, http_backends):
     writer.close()
     assert web.requests == 0
     counters = app.engine.stats.vs("web")
-    assert counters.responses[3] == 4 and counters.responses[4] == 1
+    assert counters.responses[3] == 6 and counters.responses[4] == 1
