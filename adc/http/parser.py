@@ -33,7 +33,9 @@ from adc.http.framing import MAX_CONTENT_LENGTH_DIGITS, FramingError, check_host
 from adc.http.headers import index_headers
 
 MAX_HELD_BYTES = 256 * 1024  # bytes kept after an upgrade request until the answer
-# the interim statuses llhttp ends at their head (RFC 9110 §15.2); 101 ends the parsing
+# The interim statuses llhttp ends at their head whatever their framing fields say; any
+# other 1xx (RFC 9110 §15.2: a proxy forwards them all) ends there too when it has no
+# Content-Length above 0 and no Transfer-Encoding. 101 ends the parsing.
 _INTERIM_WITHOUT_BODY = frozenset({100, 102, 103})
 _HEAD_END = b"\r\n\r\n"
 
@@ -702,9 +704,6 @@ class ResponseParser:
             raise _Stop(502, f"invalid response status {status}")
         if _REASON_CONTROL.search(self._reason) is not None:
             raise _Stop(502, "control character in the response's reason phrase")
-        if status < 200 and status not in _INTERIM_WITHOUT_BODY and status != 101:
-            # llhttp would read a body after it (by its framing, or up to the close)
-            raise _Stop(502, f"unknown interim status {status}")
         headers = self._headers
         if len(headers) > self.max_headers:
             raise _Stop(502, "response head too large")
@@ -722,6 +721,10 @@ class ResponseParser:
                 kind, length, violation = response_framing(self._method, status, headers)
             except FramingError as exc:
                 raise _Stop(502, exc.reason) from None
+        if violation is not None and status < 200 and status != 101 and status not in _INTERIM_WITHOUT_BODY:
+            # llhttp reads a body after such a 1xx, by its framing: no 1xx has one, and what
+            # follows could not be told apart from the final answer
+            raise _Stop(502, f"interim status {status} with a body ({violation})")
         head = ResponseHead(
             status, self._reason, version, headers, p.should_keep_alive() and violation is None, kind, length, violation
         )

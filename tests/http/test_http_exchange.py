@@ -302,14 +302,36 @@ def test_te_on_1xx_interim_is_not_forwarded_with_framing():
     assert kinds(acts) == ["SendToClient", "SendToClient", "ReleaseServer", "RequestDone"]
 
 
-@pytest.mark.parametrize("framing", [b"Content-Length: 3\r\n\r\nabc", b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", b"\r\n"])
-def test_unknown_interim_status_is_502(framing):
-    # llhttp ends only 100, 102 and 103 at their head; any other 1xx would be read with a body
+@pytest.mark.parametrize("framing, violation", [
+    (b"Content-Length: 3\r\n\r\nabc", "Content-Length on a 150 response"),
+    (b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "Transfer-Encoding on a 150 response"),
+])
+def test_interim_status_with_a_body_is_502(framing, violation):
+    # llhttp ends only 100, 102 and 103 at their head whatever their framing; any other 1xx
+    # with a body would be read with it, and its body taken for part of the exchange
     ex = make()
     _connect(ex)
     acts = ex.receive_server(b"HTTP/1.1 150 Odd\r\n" + framing + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     assert kinds(acts) == ["ReleaseServer", "Respond", "RequestDone", "CloseClient"]
-    assert acts[1].status == 502 and acts[1].reason == "unknown interim status 150"
+    assert acts[1].status == 502 and acts[1].reason == f"interim status 150 with a body ({violation})"
+
+
+@pytest.mark.parametrize("framing", [b"", b"Content-Length: 0\r\n"])
+def test_any_interim_status_without_a_body_is_forwarded(framing):
+    # RFC 9110 §15.2: a proxy forwards 1xx responses, the ones it does not know included
+    ex = make()
+    _connect(ex)
+    acts = ex.receive_server(
+        b"HTTP/1.1 104 Upload Resumption Supported\r\nUpload-Draft-Interop-Version: 6\r\n" + framing + b"\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    )
+    assert without_facts(acts) == [
+        SendToClient(b"HTTP/1.1 104 Upload Resumption Supported\r\nUpload-Draft-Interop-Version: 6\r\n\r\n"),
+        SendToClient(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"),
+        SendToClient(b"ok"),
+        ReleaseServer(True),
+        ("RequestDone", 200),
+    ]
 
 
 def test_close_delimited_response_closes_client():
