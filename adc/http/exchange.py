@@ -944,6 +944,11 @@ class Exchange:
                 req.head, resp, websocket_allowed=req.websocket_allowed, request_complete=req.complete,
                 offered=req.offered,
             )
+            if ok and not (self._parser.upgrade_held and self._rparser.upgraded):
+                # The checks above read the fields one way, llhttp (which framed the bytes
+                # either side of the heads) another: whatever it parsed past the heads as
+                # HTTP would be lost to the tunnel. Never expected since both read tokens alike.
+                ok, why = False, "101 to a request the HTTP parser did not take for an upgrade"
             if not ok or self.phase is not Phase.UPGRADE_PENDING:
                 self._fail_server(req, why or "unexpected 101", status=502)
                 return

@@ -16,6 +16,9 @@ _DIGITS = re.compile(rb"[0-9]+")
 # RFC 3986 reg-name / IPv4 / IP-literal, with an optional port.
 _HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]*)(:[0-9]*)?")
 MAX_CONTENT_LENGTH_DIGITS = 18
+# RFC 9112 §7: transfer-coding = token *( OWS ";" OWS transfer-parameter )
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_TRANSFER_CODING = re.compile(_TOKEN + rb'(?:[ \t]*;[ \t]*' + _TOKEN + rb'[ \t]*=[ \t]*(?:' + _TOKEN + rb'|"(?:[^"\\]|\\.)*"))*')
 
 
 class FramingError(Exception):
@@ -52,6 +55,15 @@ def transfer_codings(headers: Headers) -> list[str] | None:
 
 def _has_empty_member(values: Sequence[bytes]) -> bool:
     return any(not member.strip() for value in values for member in value.split(b","))
+
+
+def _has_invalid_coding(values: Sequence[bytes]) -> bool:
+    for value in values:
+        for member in value.split(b","):
+            member = member.strip(b" \t")
+            if member and _TRANSFER_CODING.fullmatch(member) is None:
+                return True
+    return False
 
 
 def request_framing(headers: Headers, version: str) -> tuple[BodyKind, int | None]:
@@ -111,6 +123,9 @@ def response_framing(
     if codings is not None:
         if any(n.lower() == b"content-length" for n, _ in headers):
             raise FramingError(502, "response with both Content-Length and Transfer-Encoding")
+        if _has_invalid_coding(get_all(headers, b"transfer-encoding")):
+            # ("chunked\xa0", say: not chunked to the parser, perhaps chunked to a client)
+            raise FramingError(502, "response Transfer-Encoding with a member that is not a transfer coding")
         if "chunked" in codings:
             # Where the parser and a client could read a different end: chunked applied
             # twice (RFC 9112 §7.1 forbids it), or beside an empty list element, which

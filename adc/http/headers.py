@@ -20,8 +20,13 @@ NEVER_HOP_BY_HOP: frozenset[bytes] = frozenset({b"content-length", b"transfer-en
 
 
 def tokens(value: bytes) -> list[str]:
-    """A comma-separated token list, lower case, empty members dropped."""
-    return [t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip()]
+    """A comma-separated token list, lower case, empty members dropped.
+
+    Only spaces and tabs around a member are dropped (RFC 9110 §5.6.3), as llhttp does:
+    `str.strip()` would also take \x85 and \xa0 away, and "upgrade\xa0" would be an
+    upgrade here and not to the parser that frames the bytes.
+    """
+    return [m for m in (t.strip(" \t").lower() for t in value.decode("latin-1").split(",")) if m]
 
 
 _NONE: tuple[bytes, ...] = ()

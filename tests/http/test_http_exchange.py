@@ -485,6 +485,57 @@ def test_101_without_upgrade_request_is_502():
     assert acts[1].status == 502
 
 
+def test_token_lists_take_only_spaces_and_tabs_away():
+    from adc.http.headers import tokens
+
+    assert tokens(b" a ,\tUpgrade\t, ,b\xa0,\x85c") == ["a", "upgrade", "b\xa0", "\x85c"]
+
+
+def test_an_upgrade_field_with_a_no_break_space_is_no_upgrade():
+    # "Upgrade\xa0" is not the token "upgrade" to llhttp, which frames the bytes: neither is it
+    # here, so the bytes after the head stay HTTP for both, and a 101 cannot open a tunnel
+    ex = make()
+    request = ws_request().replace(b"Connection: Upgrade", b"Connection: Upgrade\xa0")
+    acts = ex.receive_client(request)
+    assert kinds(acts) == ["OpenServer"]
+    (send,) = ex.server_connected()
+    assert b"Upgrade" not in send.data.split(b"\r\n\r\n")[0].split(b"\r\n", 1)[1].replace(b"Sec-WebSocket", b"")
+    acts = ex.receive_server(ws_response())
+    assert acts[1].status == 502 and acts[1].reason == "101 without a websocket upgrade request"
+
+
+def test_a_101_whose_connection_field_the_parser_reads_otherwise_is_502():
+    ex = make()
+    _connect(ex, ws_request())
+    acts = ex.receive_server(ws_response().replace(b"Connection: Upgrade", b"Connection: Upgrade\xa0") + b"frame")
+    assert acts[1].status == 502 and acts[1].reason == "101 without Connection: upgrade"
+
+
+def test_no_tunnel_unless_the_parser_took_both_heads_for_an_upgrade():
+    # the last guard: were the checks and llhttp ever to read an upgrade differently, what
+    # llhttp parsed past a head as HTTP would be lost to the tunnel; a 502 loses nothing silently
+    ex = make()
+    _connect(ex, ws_request())
+    ex._parser.upgrade_held = False  # as if llhttp had not stopped after the request's head
+    acts = ex.receive_server(ws_response())
+    assert acts[1].status == 502
+    assert acts[1].reason == "101 to a request the HTTP parser did not take for an upgrade"
+
+
+def test_a_response_transfer_coding_that_is_no_token_is_502():
+    # "chunked\xa0": not chunked to llhttp (it reads to the close), perhaps chunked to a client
+    ex = make()
+    _connect(ex)
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\xa0\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert kinds(acts) == ["ReleaseServer", "Respond", "RequestDone", "CloseClient"]
+    assert acts[1].status == 502
+    assert acts[1].reason == "response Transfer-Encoding with a member that is not a transfer coding"
+    ex = make()
+    _connect(ex)
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip; q=1 , chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+    assert kinds(acts)[:2] == ["SendToClient", "SendToClient"]  # parameters are part of the grammar
+
+
 def test_websocket_off_route_forwards_plain_http_and_counts():
     ex = make(routes=(route(path_prefix="/ws", websocket=False, pool="web"),))
     acts = ex.receive_client(ws_request())
