@@ -412,7 +412,13 @@ class Exchange:
             raise AssertionError(f"server bytes in phase {self.phase.name}")
         req.server_byte_seen = True
         self._serving = req
-        self._rparser.feed(data)
+        rparser = self._rparser
+        rparser.feed(data)
+        if self._req is not req and rparser.in_message:
+            # The response ended inside this read and the rest begins another message that
+            # no request asked for (a whole one would have been reported, and found stray):
+            # the connection is not clean and must not serve another request (RFC 9112 §9.3).
+            self._stray()
         if self._queue or self._paused or self._client_eof or self._parser.upgrade_held:
             self._pump()
         return self._flush()

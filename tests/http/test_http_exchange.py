@@ -1001,6 +1001,30 @@ def test_bytes_after_a_complete_response_make_the_server_connection_unreusable()
     assert ex.phase is Phase.READ_HEAD
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_partial_message_after_a_complete_response_makes_the_connection_unreusable(method):
+    # the next "response" has begun in the same read: no request asked for it, and the rest of
+    # it would be taken for the answer to the next request sent on this connection
+    ex = make()
+    _connect(ex, b"%s /x HTTP/1.1\r\nHost: a\r\n\r\n" % method.encode())
+    body = b"" if method == "HEAD" else b"ok"
+    actions = ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n" + body + b"HTTP/1.1 200 OK\r\nX-Junk: 1\r\n")
+    releases = [a for a in actions if isinstance(a, ReleaseServer)]
+    assert [r.reusable for r in releases] == [False]
+    stray = Count("stray_response_bytes", "bytes after the end of a response; the connection is not reused")
+    assert actions.index(stray) < actions.index(releases[0])
+    assert [a.facts.status for a in actions if isinstance(a, RequestDone)] == [200]
+    assert ex.phase is Phase.READ_HEAD
+
+
+def test_a_response_ending_exactly_at_the_end_of_a_read_keeps_the_connection():
+    ex = make()
+    _connect(ex)
+    actions = ex.receive_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert [a.reusable for a in actions if isinstance(a, ReleaseServer)] == [True]
+    assert not any(isinstance(a, Count) for a in actions)
+
+
 def test_large_chunks_are_reframed_without_copying_the_data():
     ex = make()
     _connect(ex)
