@@ -1106,7 +1106,9 @@ class Exchange:
             self._req = None
             self._drop_client_input()
             self._enter(Phase.CLOSING)
-            self._out.append(CloseClient(reason))
+            # part of an answer has gone out: a reset, not a FIN, tells the client it is cut
+            # short (a close-delimited or de-chunked body would otherwise pass for whole)
+            self._out.append(CloseClient(reason, abort=req.response_started))
             return
         self._answer(status, reason, server=False, close=True)
 

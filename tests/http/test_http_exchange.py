@@ -889,6 +889,31 @@ def test_client_head_timeout_is_408_and_idle_closes():
     assert ex.client_timeout() == [CloseClient("idle keep-alive connection")]
 
 
+def test_a_client_cut_off_during_the_answer_is_reset_not_closed():
+    # part of a close-delimited answer has gone out (an early answer to an upload): a FIN would
+    # pass it for the whole answer (RFC 9112 §6.3), a reset says it is cut short
+    ex = make()
+    ex.receive_client(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    ex.server_connected()
+    acts = ex.receive_server(b"HTTP/1.1 200 OK\r\n\r\nfirst part;")
+    assert kinds(acts) == ["SendToClient", "SendToClient"]
+    acts = ex.receive_client(b"zz\r\n")  # not a chunk size
+    assert acts[-1] == CloseClient(acts[-1].reason, abort=True)
+    assert ReleaseServer(False) in acts
+    # the same when the client stops reading and timeout_client expires mid-answer
+    ex = make()
+    _connect(ex)
+    ex.receive_server(b"HTTP/1.1 200 OK\r\n\r\nfirst part;")
+    acts = ex.client_timeout()
+    assert acts[-1] == CloseClient("client timeout", abort=True)
+    # before any answer, a clean close (nothing the client has could pass for an answer)
+    ex = make()
+    ex.receive_client(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab")
+    ex.server_connected()
+    acts = ex.client_eof()
+    assert acts[-1] == CloseClient("client closed in the middle of a request", abort=False)
+
+
 def test_reused_connection_closed_before_response_is_retried_once():
     ex = make()
     ex.receive_client(GET)
