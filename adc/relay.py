@@ -20,6 +20,7 @@ import _socket
 import asyncio
 import logging
 import socket
+import struct
 import time
 from typing import Callable, cast
 
@@ -30,6 +31,39 @@ log = logging.getLogger("adc.relay")
 
 WRITE_HIGH_WATER_BYTES = 256 * 1024
 FIN_DRAIN_POLL_SECONDS = 0.01  # how often a pending half-close checks the write buffer
+CLOSE_LINGER_SECONDS = 30.0  # a closed transport whose peer reads nothing is aborted after this (or the idle timeout)
+_UNSEEN = 1 << 62  # a write buffer's size not looked at yet
+
+# SO_LINGER on, 0 seconds: close() resets the connection (RST) instead of ending it (FIN)
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """End a connection with a reset: what it carried is known to be incomplete."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass  # closed meanwhile: an abort is all there is left to do
+    transport.abort()
+
+
+def _linger(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, period: float, last: int) -> None:
+    """A closed transport still flushing its buffer: look again after `period` while the buffer
+    shrinks (its peer reads, if slowly), reset it once a whole period passes without (a peer
+    that reads nothing must not keep the connection and its buffer for ever, uncounted).
+
+    A buffer found empty has drained and the transport closed: nothing more, its descriptor
+    may belong to another connection already.
+    """
+    size = transport.get_write_buffer_size()
+    if not size:
+        return
+    if size < last:
+        loop.call_later(period, _linger, loop, transport, period, size)
+    else:
+        reset(transport)
 
 
 class Dialled:
@@ -89,7 +123,9 @@ class _Side(Dialled):
     """
 
     __deletable__ = ("relay",)  # dropped once lost, see connection_lost
-    __slots__ = ("relay", "transport", "out", "is_client", "eof", "lost", "paused_peer", "fin_sent", "fin_timer")
+    __slots__ = (
+        "relay", "transport", "out", "is_client", "eof", "lost", "paused_peer", "fin_sent", "fin_timer", "buffered",
+    )
 
     def __init__(self, relay: "Relay", is_client: bool):
         super().__init__()
@@ -102,6 +138,7 @@ class _Side(Dialled):
         self.paused_peer = False
         self.fin_sent = False  # we half-closed this transport
         self.fin_timer: asyncio.TimerHandle | None = None  # waiting for its buffer to drain
+        self.buffered = _UNSEEN  # its write buffer's size when the idle deadline last looked
 
     # The transport may come through connection_made (a fresh connection) or through
     # Relay.attach (a transport handed over by the Layer-7 engine via set_protocol).
@@ -291,6 +328,11 @@ class Relay(Timed):
             return
         timeout = self._timeout()
         idle = time.monotonic() - self.session.last_activity
+        if idle >= timeout - 0.001 and self._draining():
+            # nothing came in, but a peer is taking what is buffered for it, slowly: that is
+            # activity too (HAProxy's timeout client, NGINX's send_timeout count the same way)
+            self.session.last_activity = time.monotonic()
+            idle = 0.0
         if idle >= timeout - 0.001:
             half = self.client.eof or self.server.eof
             self.session.vs_counters.timeouts += 1
@@ -299,6 +341,22 @@ class Relay(Timed):
             self.close("fin timeout" if half else "idle timeout", abort=True)
         else:
             self._arm(timeout - idle)
+
+    def _draining(self) -> bool:
+        """A write buffer holds bytes and has shrunk since the idle deadline last looked.
+
+        Looked at only when the deadline comes, not per read: a peer that takes nothing
+        for a whole timeout (after the first look, which gives it the benefit) ends the
+        session; one that takes something keeps it.
+        """
+        draining = False
+        for side in (self.client, self.server):
+            t = side.transport
+            size = 0 if t is None or side.lost else t.get_write_buffer_size()
+            if size and size < side.buffered:
+                draining = True
+            side.buffered = size
+        return draining
 
     # ------------------------------------------------------------------ half-close and close
 
@@ -391,9 +449,16 @@ class Relay(Timed):
                     del side.relay
             elif t is not None:
                 if abort:
-                    t.abort()
+                    if t.get_write_buffer_size():
+                        reset(t)  # bytes for it are dropped: a FIN would pass what it got for all of it
+                    else:
+                        t.abort()
                 else:
                     t.close()
+                    size = t.get_write_buffer_size()
+                    if size:  # close() waits for the buffer to drain: see _linger
+                        period = self.idle_timeout or CLOSE_LINGER_SECONDS
+                        self.loop.call_later(period, _linger, self.loop, t, period, size)
         on_close, self.on_close = self.on_close, None  # the owner refers to us: no cycle left behind
         if on_close is not None:
             on_close(self, reason)

@@ -28,9 +28,7 @@ import asyncio
 import collections
 import logging
 import math
-import socket
 import ssl
-import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -57,7 +55,7 @@ from adc.http.exchange import (
 from adc.http.events import Headers
 from adc.http.headers import get_one
 from adc.pools.balancers import PickContext
-from adc.relay import Dialled, Relay
+from adc.relay import CLOSE_LINGER_SECONDS, Dialled, Relay, reset
 from adc.runtime.deadlines import Timed
 from adc.runtime.loglimit import limited
 from adc.runtime.stats import Session, count_request
@@ -169,7 +167,6 @@ class IdleConnections:
 
 
 IDLE_SWEEP_MIN_SECONDS = 0.05
-CLOSE_LINGER_SECONDS = 30.0  # a closing client that reads nothing is aborted after this (timeout_client if set)
 _NO_ACTIONS: "collections.deque[Action]" = collections.deque(maxlen=0)  # a tunnel runs no actions
 # A tunnel writes nothing through the Layer-7 code (its exchange is gone, so no action can
 # produce output): its output lists are this shared empty one, two objects fewer per tunnel.
@@ -267,21 +264,6 @@ def _write(transport: asyncio.Transport, parts: list[bytes]) -> int:
         data = b"".join(parts)
     transport.write(data)
     return len(data)
-
-
-# SO_LINGER on, 0 seconds: close() resets the connection (RST) instead of ending it (FIN)
-_LINGER_RESET = struct.pack("ii", 1, 0)
-
-
-def _reset(transport: Any) -> None:
-    """End a connection with a reset: what it carried is known to be incomplete."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        except OSError:
-            pass  # closed meanwhile: an abort is all there is left to do
-    transport.abort()
 
 
 def _request_lookups(headers: Headers) -> tuple[Callable[[str], str | None], Callable[[str], str | None]]:
@@ -705,7 +687,7 @@ class ClientProtocol(Timed):
         t = self.transport
         if t is not None and action.abort:
             # an incomplete answer: a reset (no FIN, no close_notify) tells the client so
-            _reset(t)
+            reset(t)
             return
         if t is not None:
             t.close()

@@ -353,3 +353,94 @@ async def test_shutdown_write_sends_a_fin_and_declines_a_closed_transport():
     assert shutdown_write(transport, sock) is False
     server.close()
     await server.wait_closed()
+
+
+RCVBUF = 128 << 10  # a window well above the loopback MSS (64 KiB): no stalls on the sender's persist timer
+
+
+def _slow_reader(port: int, size: int, burst: int, pause: float, wait_first: float = 0.0) -> tuple[int, str]:
+    """A client with a fixed receive buffer: reads `burst` bytes, sleeps `pause`, and so on
+    (after `wait_first` seconds of reading nothing); (bytes read, how it ended). Bounded: 20 s."""
+    import time
+
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    c.settimeout(5)
+    c.connect(("127.0.0.1", port))
+    c.sendall(b"go")
+    c.shutdown(socket.SHUT_WR)
+    got, end, started = 0, "time", time.monotonic()
+    time.sleep(wait_first)
+    try:
+        while got < size and time.monotonic() - started < 20:
+            n = 0
+            while n < burst and got + n < size:
+                data = c.recv(65536)
+                if not data:
+                    return got + n, "eof"
+                n += len(data)
+            got += n
+            time.sleep(pause)
+        end = "all"
+    except OSError as exc:
+        end = exc.__class__.__name__
+    finally:
+        c.close()
+    return got, end
+
+
+async def _writer_backend(size: int, close: bool, done: asyncio.Event | None = None):
+    """A real server that writes `size` bytes at once when a client's first bytes come, then
+    closes (`close`), or stays silent and open (whatever the appliance sends) until `done` (20 s at most)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if await reader.read(2):
+                writer.write(b"z" * size)
+                await writer.drain()
+                if not close and done is not None:
+                    await asyncio.wait_for(done.wait(), 20)
+        except (asyncio.TimeoutError, asyncio.CancelledError, ConnectionError):
+            pass  # (cancelled: the test is over)
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+# a write buffer that takes the whole answer: the appliance reads it (and the real server's FIN,
+# if it comes) at once, and what a slow client has not taken yet waits in the appliance
+SLOW = ('[profile.slow]\ntype = "tcp"\ntimeout_client = "500ms"\ntimeout_server = "500ms"\n'
+        'timeout_client_fin = "500ms"\ntimeout_server_fin = "500ms"\nbuffer_bytes = "16MiB"\n')
+SIZE = 12 << 20  # more than the kernel's buffers take at once
+
+
+async def test_a_slow_but_steady_reader_gets_everything(appliance_factory):
+    """Idle means nothing moves: a reader that keeps taking what is buffered for it, more slowly than
+    the timeout, is not cut off (HAProxy's timeout client and NGINX's send_timeout count so too)."""
+    for close in (False, True):  # the real server silent and open, or gone (the session has ended then)
+        done = asyncio.Event()
+        server = await _writer_backend(SIZE, close, done)
+        port = free_port()
+        backend_port = server.sockets[0].getsockname()[1]
+        await appliance_factory(l4_config(port, f'{{ name = "a", address = "127.0.0.1:{backend_port}" }}',
+                                          profile="slow") + SLOW)
+        got, end = await asyncio.to_thread(_slow_reader, port, SIZE, 1 << 20, 0.1)
+        assert (got, end) == (SIZE, "all"), close
+        done.set()
+        await asyncio.sleep(0.05)
+        server.close()
+
+
+async def test_a_session_ended_by_both_sides_does_not_wait_for_a_reader_that_never_reads(appliance_factory):
+    """After both sides' FINs, what is still buffered for a client that reads nothing is dropped
+    once a timeout passes without it taking anything, with a reset: not kept for ever, uncounted."""
+    server = await _writer_backend(SIZE, True)
+    port = free_port()
+    backend_port = server.sockets[0].getsockname()[1]
+    app = await appliance_factory(l4_config(port, f'{{ name = "a", address = "127.0.0.1:{backend_port}" }}',
+                                            profile="slow") + SLOW)
+    got, end = await asyncio.to_thread(_slow_reader, port, SIZE, 1 << 20, 0.0, 2.0)
+    assert got < SIZE and end == "ConnectionResetError", (got, end)
+    assert app.stats.vs("l4").conn_current == 0
+    server.close()
