@@ -30,6 +30,10 @@ from adc.tls.termination import dialling
 
 log = logging.getLogger("adc.connect")
 
+# Failures of the appliance's own resources, not of the real server dialled (EADDRNOTAVAIL:
+# the local ports are all taken)
+LOCAL_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL})
+
 # A TLS handshake with a real server when `timeout_connect` is 0 (the event loop's default)
 TLS_HANDSHAKE_SECONDS = 60.0
 
@@ -222,15 +226,21 @@ async def dial(
     """
     waiter: asyncio.Future | None = None
     factory: Callable[[], Any] = protocol_factory
+    made: list[Any] | None = None  # with TLS: the layer, once the event loop has made it
     if tls is not None:
         context, name, session, resume = tls
         waiter = loop.create_future()
-        factory = dialling(protocol_factory, context, loop, waiter, name, session, resume, tls_timeout)
+        made = []
+        factory = _recorded(dialling(protocol_factory, context, loop, waiter, name, session, resume, tls_timeout), made)
     family = _literal_family(host)
     if not family:
         if waiting is not None:
             waiting()
-        transport, protocol = await loop.create_connection(factory, host, port)
+        try:
+            transport, protocol = await loop.create_connection(factory, host, port)
+        except BaseException:
+            _forget(waiter, made)
+            raise
         if waiter is not None:
             if tls_waiting is not None:
                 tls_waiting()  # (its deadline runs already: only the phase changes)
@@ -289,6 +299,7 @@ async def dial(
         transport, protocol = await loop.create_connection(factory, sock=sock)
     except BaseException:
         sock.close()
+        _forget(waiter, made)
         raise
     if waiter is not None:  # the transport owns the socket now
         transport, protocol = await _tls_handshake(waiter, protocol)
@@ -297,6 +308,26 @@ async def dial(
     if sent < len(first_data):
         transport.write(first_data[sent:] if sent else first_data)
     return transport, protocol  # type: ignore[return-value]
+
+
+def _recorded(factory: Callable[[], Any], made: list[Any]) -> Callable[[], Any]:
+    def make() -> Any:
+        layer = factory()
+        made.append(layer)
+        return layer
+
+    return make
+
+
+def _forget(waiter: asyncio.Future | None, made: list[Any] | None) -> None:
+    """The connection failed or was cancelled (the client left) while the event loop made it:
+    a TLS layer already made would still run its handshake deadline, and report to a waiter
+    nobody awaits any more ("exception was never retrieved")."""
+    if waiter is not None:
+        waiter.cancel()
+    if made:
+        for layer in made:
+            layer.abort()
 
 
 async def _tls_handshake(waiter: asyncio.Future, layer: Any) -> tuple[Any, Any]:
@@ -334,7 +365,8 @@ async def connect_server(
     """
     if loop is None:
         loop = asyncio.get_running_loop()
-    sni_from_request = pool.ssl is not None and getattr(pool.ssl.cfg, "sni", None) == "@host"
+    # (with "@host" and no usable Host the name is the real server's address: its fault then)
+    sni_from_request = pool.ssl is not None and pool.ssl.name_from_request(host)
     tried: set[str] = set(exclude)
     reasons: list[str] = []
     tls_failure = False
@@ -374,6 +406,14 @@ async def connect_server(
         if exc is not None:
             # ValueError: a name the TLS layer refuses (IDNA), not the real server's fault
             pool.drop(rs)
+            if isinstance(exc, OSError) and exc.errno in LOCAL_ERRORS:
+                # The appliance ran out of something (descriptors, memory, local ports): no
+                # evidence against this real server, nor any reason to expect better of another.
+                reason = describe_error(exc)
+                limited(pool.limits, "local", log).log(
+                    "pool %s: cannot connect to server %s (%s): %s (a local resource, not the server)",
+                    pool.name, rs.name, rs.address, reason)
+                raise NoServerAvailable(f"pool {pool.name}: {reason} (local)") from None
             if deadline is not None and deadline.tls and isinstance(exc, asyncio.TimeoutError):
                 reason = "TLS handshake timeout"  # the TCP connection was up
             else:

@@ -333,6 +333,11 @@ class ServerTLS:
             return _host_name(request_host) or (server_host or "")
         return sni
 
+    def name_from_request(self, request_host: str | None) -> bool:
+        """The name checked comes from the client's request (`sni = "@host"` and a usable Host),
+        not from the configuration or the real server's address."""
+        return self.cfg.sni == "@host" and bool(_host_name(request_host))
+
     def for_dial(self, key: Hashable, request_host: str | None, server_host: str | None) -> tuple[
         ServerSSLContext, str | None, ssl.SSLSession | None, tuple[_Resumption, Hashable]
     ]:

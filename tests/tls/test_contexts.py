@@ -322,6 +322,10 @@ def test_server_hostname_choices(pki):
     assert host.server_hostname("[::1]:8443", "10.0.0.1") == "::1"
     assert host.server_hostname(None, "10.0.0.1") == "10.0.0.1"
     assert host.server_hostname("bad host/\x00", "10.0.0.1") == "10.0.0.1"
+    # whose fault a verification failure is: the client's when its Host named the server, else the server's
+    assert host.name_from_request("Example.COM.:443")
+    assert not host.name_from_request(None) and not host.name_from_request("bad host/\x00")
+    assert not fixed.name_from_request("example.com")
     none = build_server_ssl(ServerSSL(name="c", ca=pki.ca))
     assert none.server_hostname("example.com", "10.0.0.1") == "10.0.0.1"  # the address, checked
     assert none.server_hostname("example.com", "backend.internal") == ""  # no name sent: chain only
