@@ -31,7 +31,7 @@ log = logging.getLogger("adc.relay")
 
 WRITE_HIGH_WATER_BYTES = 256 * 1024
 FIN_DRAIN_POLL_SECONDS = 0.01  # how often a pending half-close checks the write buffer
-CLOSE_LINGER_SECONDS = 30.0  # a closed transport whose peer reads nothing is aborted after this (or the idle timeout)
+CLOSE_LINGER_SECONDS = 30.0  # how long a closing transport may flush to a peer that takes nothing (no idle timeout set)
 _UNSEEN = 1 << 62  # a write buffer's size not looked at yet
 
 # SO_LINGER on, 0 seconds: close() resets the connection (RST) instead of ending it (FIN)
