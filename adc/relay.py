@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import _socket
 import asyncio
+import fcntl
 import logging
 import socket
 import struct
+import termios
 import time
 from typing import Callable, cast
 
@@ -33,6 +35,10 @@ WRITE_HIGH_WATER_BYTES = 256 * 1024
 FIN_DRAIN_POLL_SECONDS = 0.01  # how often a pending half-close checks the write buffer
 CLOSE_LINGER_SECONDS = 30.0  # how long a closing transport may flush to a peer that takes nothing (no idle timeout set)
 _UNSEEN = 1 << 62  # a write buffer's size not looked at yet
+
+# Linux: the bytes in a socket's send queue not yet acknowledged by the peer (= SIOCOUTQ)
+_OUTQ = getattr(termios, "TIOCOUTQ", 0)
+_INT = struct.Struct("i")
 
 # SO_LINGER on, 0 seconds: close() resets the connection (RST) instead of ending it (FIN)
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -49,6 +55,34 @@ def reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
+def unsent(transport: asyncio.Transport) -> int:
+    """What a transport still has to deliver, 0 once its write buffer is empty: the buffer,
+    plus its socket's send queue (bytes not acknowledged by the peer yet).
+
+    A progress measure for a slow reader: its write buffer alone shrinks only when the
+    kernel's send buffer, sized in megabytes, has a good part of itself free again, which
+    for a slow reader can take longer than a timeout while the reader takes bytes all along.
+    """
+    size = transport.get_write_buffer_size()
+    if size and _OUTQ:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                size += _INT.unpack(fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+            except (OSError, ValueError):
+                pass  # no such socket (any more): the buffer says it alone
+    return size
+
+
+def close_watched(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, period: float) -> None:
+    """Close `transport` once its buffer has drained, which `_linger` watches: a peer that
+    reads, however slowly, gets all of it; one that reads nothing for `period` a reset."""
+    size = unsent(transport)
+    transport.close()
+    if transport.get_write_buffer_size():
+        loop.call_later(period, _linger, loop, transport, period, size)
+
+
 def _linger(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, period: float, last: int) -> None:
     """A closed transport still flushing its buffer: look again after `period` while the buffer
     shrinks (its peer reads, if slowly), reset it once a whole period passes without (a peer
@@ -57,7 +91,7 @@ def _linger(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, perio
     A buffer found empty has drained and the transport closed: nothing more, its descriptor
     may belong to another connection already.
     """
-    size = transport.get_write_buffer_size()
+    size = unsent(transport)
     if not size:
         return
     if size < last:
@@ -343,7 +377,8 @@ class Relay(Timed):
             self._arm(timeout - idle)
 
     def _draining(self) -> bool:
-        """A write buffer holds bytes and has shrunk since the idle deadline last looked.
+        """A write buffer holds bytes and what is unsent (see `unsent`) has shrunk since the
+        idle deadline last looked.
 
         Looked at only when the deadline comes, not per read: a peer that takes nothing
         for a whole timeout (after the first look, which gives it the benefit) ends the
@@ -352,7 +387,7 @@ class Relay(Timed):
         draining = False
         for side in (self.client, self.server):
             t = side.transport
-            size = 0 if t is None or side.lost else t.get_write_buffer_size()
+            size = 0 if t is None or side.lost else unsent(t)
             if size and size < side.buffered:
                 draining = True
             side.buffered = size
@@ -454,11 +489,7 @@ class Relay(Timed):
                     else:
                         t.abort()
                 else:
-                    t.close()
-                    size = t.get_write_buffer_size()
-                    if size:  # close() waits for the buffer to drain: see _linger
-                        period = self.idle_timeout or CLOSE_LINGER_SECONDS
-                        self.loop.call_later(period, _linger, self.loop, t, period, size)
+                    close_watched(self.loop, t, self.idle_timeout or CLOSE_LINGER_SECONDS)
         on_close, self.on_close = self.on_close, None  # the owner refers to us: no cycle left behind
         if on_close is not None:
             on_close(self, reason)

@@ -55,7 +55,7 @@ from adc.http.exchange import (
 from adc.http.events import Headers
 from adc.http.headers import get_one
 from adc.pools.balancers import PickContext
-from adc.relay import CLOSE_LINGER_SECONDS, Dialled, Relay, reset
+from adc.relay import CLOSE_LINGER_SECONDS, Dialled, Relay, close_watched, reset
 from adc.runtime.deadlines import Timed
 from adc.runtime.loglimit import limited
 from adc.runtime.stats import Session, count_request
@@ -690,12 +690,10 @@ class ClientProtocol(Timed):
             reset(t)
             return
         if t is not None:
-            t.close()
-            if t.get_write_buffer_size():
-                # close() waits for the buffer to drain: a client that never reads
-                # must not keep the connection (and its buffer) forever
-                linger = self.profile.timeout_client or CLOSE_LINGER_SECONDS
-                self.loop.call_later(linger, t.abort)
+            # the answer's last bytes may still be on their way to a slow reader: it gets them
+            # all while it reads; a client that reads nothing must not keep the connection
+            # (and its buffer) for ever
+            close_watched(self.loop, t, self.profile.timeout_client or CLOSE_LINGER_SECONDS)
 
     def _do_start_tunnel(self, action: StartTunnel) -> None:
         self._flush_writes()

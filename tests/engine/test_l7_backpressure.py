@@ -303,3 +303,90 @@ servers = [{{ name = "s", address = "127.0.0.1:{ws.port}" }}]
         client.close()
         ws.close()
         web.stop()
+
+
+# a buffer that takes the whole answer at once: what a slow client has not taken yet waits in
+# the appliance when the answer is over and the connection is to close
+CLOSING_PROFILE = ('[profile.closing]\ntype = "http"\ntimeout_client = "300ms"\n'
+                   'buffer_bytes = "16MiB"\n')
+CLOSING_SIZE = 6 << 20  # more than the kernel's buffers take at once
+
+
+async def _closing_answerer() -> asyncio.AbstractServer:
+    """A real server whose answer ends its connection (`Connection: close`), all written at once."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % CLOSING_SIZE)
+            writer.write(b"z" * CLOSING_SIZE)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+def _slow_download(port: int, burst: int, pause: float, wait_first: float = 0.0) -> tuple[int, str]:
+    """A client with a small receive buffer that asks for the answer, then takes `burst` bytes
+    every `pause` s (after `wait_first` s of taking nothing): (body bytes read, how it ended).
+    Bounded: 20 s."""
+    import time
+
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    c.settimeout(5)
+    c.connect(("127.0.0.1", port))
+    c.sendall(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+    got, end, started = -1, "time", time.monotonic()
+    head = b""
+    time.sleep(wait_first)
+    try:
+        while time.monotonic() - started < 20:
+            n = 0
+            while n < burst:
+                data = c.recv(65536)
+                if not data:
+                    return got + n, "eof"
+                if got < 0:
+                    head += data
+                    if b"\r\n\r\n" not in head:
+                        continue
+                    data = head.split(b"\r\n\r\n", 1)[1]
+                    got = 0
+                n += len(data)
+            got += n
+            time.sleep(pause)
+    except OSError as exc:
+        end = exc.__class__.__name__
+    finally:
+        c.close()
+    return got, end
+
+
+async def test_a_closing_answer_reaches_a_slow_but_steady_reader_in_full(appliance_factory):
+    """The answer is over and the connection to close, but a slow client has not taken all of it:
+    it gets the rest as long as it keeps reading (a pause shorter than timeout_client each time),
+    however much longer than timeout_client that takes."""
+    server = await _closing_answerer()
+    port = free_port()
+    await appliance_factory(config(port, {"web": [server.sockets[0].getsockname()[1]]}, profile="closing")
+                            + CLOSING_PROFILE)
+    got, end = await asyncio.to_thread(_slow_download, port, 256 << 10, 0.1)
+    assert (got, end) == (CLOSING_SIZE, "eof")
+    server.close()
+
+
+async def test_a_closing_answer_does_not_wait_for_a_client_that_reads_nothing(appliance_factory):
+    """What is still buffered for a client that takes nothing for timeout_client is dropped, with a
+    reset (the client knows it did not get everything), and the connection no longer counted."""
+    server = await _closing_answerer()
+    port = free_port()
+    app = await appliance_factory(config(port, {"web": [server.sockets[0].getsockname()[1]]}, profile="closing")
+                                  + CLOSING_PROFILE)
+    got, end = await asyncio.to_thread(_slow_download, port, 1 << 20, 0.0, 2.0)
+    assert got < CLOSING_SIZE and end == "ConnectionResetError", (got, end)
+    assert app.stats.vs("web").conn_current == 0
+    server.close()
