@@ -8,7 +8,10 @@ cancelled); every failure is a result.
 
 - tcp: the connect succeeds.
 - tls: the connect and the TLS handshake (certificate verification as the server
-  SSL profile says) succeed.
+  SSL profile says) succeed. Under TLS 1.3 the real server judges the client
+  certificate only after the client's side of the handshake is over: the probe waits
+  for its verdict, a session ticket (accepted) or an alert (refused), at most
+  `TLS13_VERDICT_SECONDS`; a server that sends neither passes then.
 - http: a real HTTP/1.1 request (`method`, `host`, `path`); the status line's code
   must be one of `expect`.
 - websocket: a full upgrade handshake (websockets' sans-IO client); only a 101 with
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 
 from websockets.client import ClientProtocol
@@ -38,6 +40,9 @@ log = logging.getLogger("adc.health")
 MAX_STATUS_LINE_BYTES = 8 * 1024  # http check: the status line must fit in this
 MAX_RESPONSE_BYTES = 64 * 1024  # websocket check: head (and close frame) must fit in this
 USER_AGENT = "adc-health-check"
+# tls check under TLS 1.3: how long to wait for the server's verdict on the handshake (a ticket
+# or an alert come one round trip after it; a server that sends no tickets says nothing)
+TLS13_VERDICT_SECONDS = 0.5
 
 
 class _Conversation(asyncio.Protocol):
@@ -50,6 +55,7 @@ class _Conversation(asyncio.Protocol):
         self.closed = False
         self.error: str | None = None  # how the connection ended, when it failed
         self.overflow = False
+        self.ticket = False  # over TLS: a session ticket has come (the server accepted the handshake)
         self._waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -74,6 +80,10 @@ class _Conversation(asyncio.Protocol):
         self.closed = True
         if exc is not None:
             self.error = describe_error(exc)
+        self._wake()
+
+    def tls_session_kept(self) -> None:
+        self.ticket = True
         self._wake()
 
     def _wake(self) -> None:
@@ -109,6 +119,26 @@ async def _open(
         loop, lambda: _Conversation(limit), rs.address.host, rs.address.port, tls=dial_tls, tls_timeout=check.timeout
     )
     return transport, protocol
+
+
+async def _tls(transport: asyncio.Transport, conv: _Conversation, deadline: float) -> tuple[bool, str]:
+    """The handshake is over on the probe's side; under TLS 1.3, wait for the server's verdict."""
+    version, _ = transport.protocol_and_cipher()  # type: ignore[attr-defined]
+    if version != "TLSv1.3":
+        return True, "tls handshake"
+    loop = asyncio.get_running_loop()
+    # short of the check's own timeout, which would fail the probe
+    wait = min(TLS13_VERDICT_SECONDS, 0.9 * (deadline - loop.time()))
+    try:
+        async with asyncio.timeout(wait):
+            while not (conv.ticket or conv.buffer):  # (a server that speaks first has accepted too)
+                if not await conv.more():
+                    break
+    except TimeoutError:
+        return True, "tls handshake"
+    if conv.ticket or conv.buffer:
+        return True, "tls handshake"
+    return False, f"{conv.error or 'TLS: connection closed'} after the handshake"
 
 
 async def _http(check: HealthCheck, transport: asyncio.Transport, conv: _Conversation, rs: RealServerRuntime) -> tuple[bool, str]:
@@ -195,15 +225,15 @@ async def run_check(check: HealthCheck, pool: PoolRuntime, rs: RealServerRuntime
     transport: asyncio.Transport | None = None
     secure = pool.ssl is not None
     try:
-        async with asyncio.timeout(check.timeout):
+        async with asyncio.timeout(check.timeout) as scope:
             if check.type == "tcp":
                 transport, _ = await _open(check, pool, rs, False, 1)
                 ok, reason = True, "tcp connect"
             elif check.type == "tls":
                 if pool.ssl is None:
                     return CheckResult(False, "tls check: the pool has no server_ssl", 0.0)
-                transport, _ = await _open(check, pool, rs, True, 1)
-                ok, reason = True, "tls handshake"
+                transport, conv = await _open(check, pool, rs, True, 1)
+                ok, reason = await _tls(transport, conv, scope.when() or 0.0)
             elif check.type == "http":
                 transport, conv = await _open(check, pool, rs, secure, MAX_STATUS_LINE_BYTES)
                 ok, reason = await _http(check, transport, conv, rs)
@@ -214,7 +244,7 @@ async def run_check(check: HealthCheck, pool: PoolRuntime, rs: RealServerRuntime
                 return CheckResult(False, f"unknown check type {check.type!r}", 0.0)
     except TimeoutError:
         return CheckResult(False, f"timeout after {check.timeout:g}s", time.monotonic() - started)
-    except (OSError, ssl.SSLError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         return CheckResult(False, describe_error(exc), time.monotonic() - started)
     except Exception as exc:  # a probe must never take the monitor down
         log.exception("pool %s server %s: health check error", pool.name, rs.name)

@@ -338,6 +338,9 @@ class TLSLayer(Timed):
             store, key = self.resume
             self.resume = None
             store.put(key, session)
+            kept = getattr(self.protocol, "tls_session_kept", None)
+            if kept is not None:
+                kept()  # (under TLS 1.3: the server has accepted the handshake, client certificate included)
 
     def _end_of_input(self) -> bool:
         """The client has nothing more to send; True if the connection stays open (the protocol asks)."""

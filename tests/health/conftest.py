@@ -22,7 +22,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     rogue, rogue_key = certs.make_ca("rogue CA")
     cert, key = certs.issue_cert(rogue, rogue_key, ["localhost", "127.0.0.1"])
     certs.write_pair(d / "rogue.pem", d / "rogue.key", cert, key)
-    return PKI(ca=d / "ca.pem", server=(d / "adc.pem", d / "adc.key"), rogue_server=(d / "rogue.pem", d / "rogue.key"))
+    cert, key = certs.issue_cert(rogue, rogue_key, ["client.test"], client=True)
+    certs.write_pair(d / "rogue-client.pem", d / "rogue-client.key", cert, key)
+    ca, ca_key = certs.load_ca(d)
+    cert, key = certs.issue_cert(ca, ca_key, ["client.test"], client=True)
+    certs.write_pair(d / "client.pem", d / "client.key", cert, key)
+    return PKI(ca=d / "ca.pem", server=(d / "adc.pem", d / "adc.key"), rogue_server=(d / "rogue.pem", d / "rogue.key"),
+               client=(d / "client.pem", d / "client.key"),
+               rogue_client=(d / "rogue-client.pem", d / "rogue-client.key"))
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import ssl
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,25 @@ class PKI:
     ca: Path
     server: tuple[Path, Path]  # localhost, 127.0.0.1
     rogue_server: tuple[Path, Path]  # signed by a CA nobody trusts
+    client: tuple[Path, Path]  # a client certificate (mTLS) from the dev CA
+    rogue_client: tuple[Path, Path]  # a client certificate from the CA nobody trusts
 
 
-def server_tls(ca: Path, sni: str | None = "localhost", verify: bool = True) -> Any:
-    """What the engine sets as `pool.ssl` for a pool with server SSL."""
-    return build_server_ssl(ServerSSL(name="test", ca=ca, sni=sni, verify=verify))
+def server_tls(ca: Path, sni: str | None = "localhost", verify: bool = True,
+               client: tuple[Path, Path] | None = None) -> Any:
+    """What the engine sets as `pool.ssl` for a pool with server SSL (presenting `client`, if given)."""
+    cert, key = client if client is not None else (None, None)
+    return build_server_ssl(ServerSSL(name="test", ca=ca, sni=sni, verify=verify, cert=cert, key=key))
 
 
-def server_context(pair: tuple[Path, Path]) -> ssl.SSLContext:
+def server_context(pair: tuple[Path, Path], client_ca: Path | None = None, tickets: int = 2) -> ssl.SSLContext:
+    """A real server's TLS; with `client_ca`, it requires a client certificate from that CA."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(pair[0]), str(pair[1]))
+    ctx.num_tickets = tickets
+    if client_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=str(client_ca))
     return ctx
 
 
@@ -97,3 +107,45 @@ class Spot:
 def pool_for(addresses: list[Address], check: HealthCheck | None, name: str = "p", **kw: Any) -> PoolRuntime:
     servers = tuple(RealServer(name=f"s{i}", address=a) for i, a in enumerate(addresses))
     return PoolRuntime(Pool(name=name, servers=servers, health=check, **kw), Stats())
+
+
+class OpenSSLServer:
+    """A TLS real server on a blocking socket in a thread, as servers built straight on OpenSSL
+    behave: a refused handshake ends with OpenSSL's alert, an accepted one (TLS 1.3) with the
+    session tickets at once. It then waits for the client to leave (each read bounded)."""
+
+    def __init__(self, ctx: ssl.SSLContext) -> None:
+        self.ctx = ctx
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> Address:
+        return Address("127.0.0.1", self.port)
+
+    def _serve(self) -> None:
+        while not self.stopping:
+            try:
+                sock, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            sock.settimeout(5)
+            try:
+                with self.ctx.wrap_socket(sock, server_side=True) as tls:
+                    while tls.recv(1024):
+                        pass
+            except (ssl.SSLError, OSError):
+                pass  # refused (OpenSSL has sent its alert), or the client left
+            finally:
+                sock.close()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.thread.join(5)
+        self.listener.close()

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
+import ssl
 
 import pytest
 import websockets
-from health_helpers import pool_for, server_context, server_tls
+from health_helpers import OpenSSLServer, pool_for, server_context, server_tls
 
 from adc.config.model import Address, HealthCheck
 from adc.engine.connect import dial
-from adc.health.checks import run_check
+from adc.health.checks import TLS13_VERDICT_SECONDS, run_check
 
 
 def closed_port() -> int:
@@ -93,6 +94,44 @@ async def test_tls_check(spots, pki):
     plain = await spots()
     result = await probe(HealthCheck(type="tls", timeout=0.3), plain.address, tls)
     assert not result.ok and result.reason == "timeout after 0.3s"
+
+
+@pytest.fixture
+def openssl_servers():
+    made: list[OpenSSLServer] = []
+
+    def make(ctx: ssl.SSLContext) -> OpenSSLServer:
+        made.append(OpenSSLServer(ctx))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.mark.parametrize("version", ["TLSv1_3", "TLSv1_2"])
+async def test_tls_check_hears_the_servers_verdict_on_the_client_certificate(openssl_servers, pki, version):
+    # Under TLS 1.3 the real server judges the client's certificate after the client's side of
+    # the handshake is over: a refusal is an alert that comes next, an acceptance its tickets.
+    def requiring(tickets: int = 2) -> OpenSSLServer:
+        ctx = server_context(pki.server, client_ca=pki.ca, tickets=tickets)
+        ctx.maximum_version = getattr(ssl.TLSVersion, version)
+        return openssl_servers(ctx)
+
+    server = requiring()
+    result = await probe(HealthCheck(type="tls"), server.address, server_tls(pki.ca, client=pki.client))
+    assert result.ok and result.reason == "tls handshake"
+    assert result.latency < TLS13_VERDICT_SECONDS  # the tickets said so; no waiting them out
+    result = await probe(HealthCheck(type="tls"), server.address, server_tls(pki.ca, client=pki.rogue_client))
+    assert not result.ok and result.reason.startswith("TLS: peer does not trust our certificate (unknown CA)"), result.reason
+    result = await probe(HealthCheck(type="tls"), server.address, server_tls(pki.ca))
+    assert not result.ok and result.reason.startswith("TLS: peer "), result.reason  # (certificate required)
+    # a server that sends no tickets says nothing when it accepts: a short wait, then a pass
+    quiet = requiring(tickets=0)
+    result = await probe(HealthCheck(type="tls"), quiet.address, server_tls(pki.ca, client=pki.client))
+    assert result.ok and result.reason == "tls handshake", result.reason
+    result = await probe(HealthCheck(type="tls"), quiet.address, server_tls(pki.ca, client=pki.rogue_client))
+    assert not result.ok and result.reason.startswith("TLS: peer does not trust our certificate (unknown CA)"), result.reason
 
 
 async def test_http_check_goes_over_tls_when_the_pool_has_server_ssl(spots, pki):
@@ -191,3 +230,4 @@ async def test_tls_check_names_the_server_as_the_server_ssl_profile_says(spots, 
     assert not result.ok and "certificate verify failed" in result.reason
     result = await probe(HealthCheck(type="tls", host="wrong.test"), spot.address, server_tls(pki.ca, verify=False))
     assert result.ok
+
