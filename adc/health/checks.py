@@ -32,7 +32,7 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from adc.config.model import HealthCheck
-from adc.engine.connect import describe_error, dial
+from adc.engine.connect import LOCAL_ERRORS, describe_error, dial
 from adc.pools.pool import CheckResult, PoolRuntime, RealServerRuntime
 
 log = logging.getLogger("adc.health")
@@ -244,7 +244,12 @@ async def run_check(check: HealthCheck, pool: PoolRuntime, rs: RealServerRuntime
                 return CheckResult(False, f"unknown check type {check.type!r}", 0.0)
     except TimeoutError:
         return CheckResult(False, f"timeout after {check.timeout:g}s", time.monotonic() - started)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno in LOCAL_ERRORS:
+            return CheckResult(False, f"{describe_error(exc)} (a local resource, not the server)",
+                               time.monotonic() - started, local=True)
+        return CheckResult(False, describe_error(exc), time.monotonic() - started)
+    except ValueError as exc:
         return CheckResult(False, describe_error(exc), time.monotonic() - started)
     except Exception as exc:  # a probe must never take the monitor down
         log.exception("pool %s server %s: health check error", pool.name, rs.name)

@@ -30,6 +30,7 @@ from adc.config.model import HealthCheck
 from adc.health.checks import run_check
 from adc.pools.pool import CheckResult, PoolRuntime, RealServerRuntime
 from adc.runtime.events import EventLog
+from adc.runtime.loglimit import limited
 
 log = logging.getLogger("adc.health")
 
@@ -198,7 +199,13 @@ class HealthMonitor:
         while True:
             watch.last_probe = started = loop.time()
             result = await self.probe(watch.check, watch.pool, watch.rs)
-            self.record(watch, result)
+            if result.local:
+                # the appliance ran short, not the server: no count either way, said once a while
+                limited(watch.pool.limits, "local", log).log(
+                    "pool %s server %s (%s): health check not run: %s",
+                    watch.pool.name, watch.rs.name, watch.rs.address, result.reason)
+            else:
+                self.record(watch, result)
             await self._wait(watch, started + probe_interval(watch.check, watch.state) * (1.0 - JITTER * self.random()))
 
     async def _wait(self, watch: _Watch, due: float) -> None:

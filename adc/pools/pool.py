@@ -36,6 +36,9 @@ class CheckResult:
     reason: str
     latency: float | None = None  # seconds
     at: float = field(default_factory=time.time)
+    # the probe failed on the appliance's own resources (descriptors, memory, local ports):
+    # no evidence about the real server, so no verdict either way
+    local: bool = False
 
     def view(self) -> dict[str, Any]:
         return {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import resource
 import socket
 import ssl
 
@@ -231,3 +233,19 @@ async def test_tls_check_names_the_server_as_the_server_ssl_profile_says(spots, 
     result = await probe(HealthCheck(type="tls", host="wrong.test"), spot.address, server_tls(pki.ca, verify=False))
     assert result.ok
 
+
+async def test_a_probe_short_of_descriptors_is_no_verdict_on_the_server(spots):
+    # The appliance has no descriptor left for the probe's socket (EMFILE): the failure is
+    # said to be local, which the monitor counts neither way.
+    spot = await spots()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest = os.dup(0)  # the lowest free descriptor: a limit there leaves none for the socket
+    os.close(lowest)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+    try:
+        result = await probe(HealthCheck(type="tcp"), spot.address)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not result.ok and result.local, result
+    assert result.reason == "Too many open files (a local resource, not the server)"
+    assert (await probe(HealthCheck(type="tcp"), spot.address)).ok

@@ -218,6 +218,35 @@ async def test_live_connect_failures_count_against_a_server():
     assert pool.on_connect_failure is None
 
 
+async def test_a_local_failure_is_no_verdict(caplog):
+    # failures of the appliance's own resources say nothing about the server: no count, a log line
+    script = ["local"] * 3 + ["-"] * 2
+    seen: list[str] = []
+
+    async def probe(check, pool, rs):
+        if not script:
+            await asyncio.Event().wait()  # no more results: the counts stay as they are
+        kind = script.pop(0)
+        seen.append(kind)
+        if kind == "local":
+            return CheckResult(False, "Too many open files (a local resource, not the server)", local=True)
+        return CheckResult(False, "scripted")
+
+    pool = make_runtime([("a", 1)], HealthCheck(type="tcp", interval=0.01, rise=1, fall=3))
+    monitor = HealthMonitor({"p": pool}, EventLog(), probe=probe, rng=NoJitter())
+    caplog.set_level(logging.WARNING, "adc.health")
+    monitor.start()
+    try:
+        await wait_for(lambda: monitor.view()["p/a"]["failures"] == 2, 3.0)
+        assert seen == ["local"] * 3 + ["-"] * 2
+        rs = pool.servers["a"]
+        assert rs.healthy  # two failures of the three `fall` needs: the local ones did not count
+        assert rs.last_check is not None and rs.last_check.reason == "scripted"
+        assert "health check not run: Too many open files (a local resource, not the server)" in caplog.text
+    finally:
+        await monitor.stop()
+
+
 def make_runtime(servers: list[tuple[str, int]], check: HealthCheck | None, name: str = "p") -> PoolRuntime:
     cfg = Pool(name=name, servers=tuple(RealServer(n, Address("127.0.0.1", port)) for n, port in servers), health=check)
     return PoolRuntime(cfg, Stats())
