@@ -167,6 +167,12 @@ class IdleConnections:
 
 
 IDLE_SWEEP_MIN_SECONDS = 0.05
+# Lingering close (a client still sending when its connection is to close): what it sends is
+# read and dropped until it has sent it all, or is quiet for LINGERING_TIMEOUT, and at most
+# for LINGERING_TIME (NGINX's lingering_timeout and lingering_time); timeout_client, if shorter,
+# bounds both
+LINGERING_TIMEOUT_SECONDS = 5.0
+LINGERING_TIME_SECONDS = 30.0
 _NO_ACTIONS: "collections.deque[Action]" = collections.deque(maxlen=0)  # a tunnel runs no actions
 # A tunnel writes nothing through the Layer-7 code (its exchange is gone, so no action can
 # produce output): its output lists are this shared empty one, two objects fewer per tunnel.
@@ -427,7 +433,7 @@ class ClientProtocol(Timed):
         "client_cert", "loop", "client_activity", "server_activity", "head_started", "hold", "backpressure",
         "writing_paused", "closed", "relay", "queue", "running", "request_started", "tunnel_started",
         "tunnel_facts", "tunnel_rs", "counted", "high_water", "request_server", "to_client", "to_server", "idle",
-        "ip_context", "min_wait", "outbox", "deferred", "tls_names",
+        "ip_context", "min_wait", "outbox", "deferred", "tls_names", "lingering", "linger_end",
     )
 
     def __init__(self, vs: "VirtualServerRuntime") -> None:
@@ -459,6 +465,10 @@ class ClientProtocol(Timed):
         self.backpressure = False  # the server's write buffer is full
         self.writing_paused = False  # the client's write buffer is full
         self.closed = False
+        # closed, but still reading (and dropping) what the client sends: loop time of its last
+        # bytes, 0.0 when not lingering; lingering ends by `linger_end` at the latest
+        self.lingering = 0.0
+        self.linger_end = 0.0
         self.counted = False
         self.relay: Relay | None = None
         self.queue: collections.deque[Action] = collections.deque()
@@ -530,6 +540,10 @@ class ClientProtocol(Timed):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            self.lingering = self.loop.time()
+            self.vs.counters.bytes_in += len(data)
+            return
         last_activity = self.client_activity
         self.client_activity = self.loop.time()
         self.vs.counters.bytes_in += len(data)
@@ -544,6 +558,9 @@ class ClientProtocol(Timed):
         self._run(actions, len(data) < DEFER_WRITES_BELOW)
 
     def eof_received(self) -> bool:
+        if self.lingering:  # the client has sent all it had: the answer is all that is left
+            self._end_linger()
+            return True
         if self.exchange is not None and not self.closed:
             self._run(self.exchange.client_eof())
         # keep writing the answer (CloseClient closes): a FIN, or under TLS a close_notify,
@@ -555,6 +572,7 @@ class ClientProtocol(Timed):
             return  # the tunnel owns the transport now
         was_closed = self.closed
         self.closed = True
+        self.lingering = 0.0
         if self.exchange is not None and not was_closed:
             self._run(self.exchange.client_lost("client closed" if exc is None else "client error"))
         self._cleanup()
@@ -689,11 +707,48 @@ class ClientProtocol(Timed):
             # an incomplete answer: a reset (no FIN, no close_notify) tells the client so
             reset(t)
             return
-        if t is not None:
-            # the answer's last bytes may still be on their way to a slow reader: it gets them
-            # all while it reads; a client that reads nothing must not keep the connection
-            # (and its buffer) for ever
-            close_watched(self.loop, t, self.profile.timeout_client or CLOSE_LINGER_SECONDS)
+        if t is None:
+            return
+        if action.linger and t.can_write_eof():
+            # The client is still sending (a body nobody will read): closing now would answer
+            # its next bytes with a reset, which can destroy the answer before the client
+            # reads it. End our direction after the answer, and read and drop what comes
+            # until the client is done, or quiet for a while (NGINX's lingering close).
+            t.write_eof()
+            now = self.loop.time()
+            self.lingering = now
+            self.linger_end = now + self._linger_limit(LINGERING_TIME_SECONDS)
+            if not t.is_reading():  # type: ignore[attr-defined]
+                t.resume_reading()
+            self.loop.call_later(self._linger_limit(LINGERING_TIMEOUT_SECONDS), self._linger_check)
+            return
+        self._close_watched(t)
+
+    def _close_watched(self, t: asyncio.Transport) -> None:
+        # the answer's last bytes may still be on their way to a slow reader: it gets them
+        # all while it reads; a client that reads nothing must not keep the connection
+        # (and its buffer) for ever
+        close_watched(self.loop, t, self.profile.timeout_client or CLOSE_LINGER_SECONDS)
+
+    def _linger_limit(self, limit: float) -> float:
+        timeout = self.profile.timeout_client
+        return timeout if 0 < timeout < limit else limit
+
+    def _linger_check(self) -> None:
+        if not self.lingering:
+            return  # ended meanwhile
+        now = self.loop.time()
+        quiet_until = self.lingering + self._linger_limit(LINGERING_TIMEOUT_SECONDS)
+        if now < quiet_until - 0.001 and now < self.linger_end - 0.001:
+            self.loop.call_later(min(quiet_until, self.linger_end) - now, self._linger_check)
+            return
+        self._end_linger()
+
+    def _end_linger(self) -> None:
+        self.lingering = 0.0
+        t = self.transport
+        if t is not None and not t.is_closing():
+            self._close_watched(t)
 
     def _do_start_tunnel(self, action: StartTunnel) -> None:
         self._flush_writes()

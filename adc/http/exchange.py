@@ -181,10 +181,14 @@ class CloseClient:
 
     reason: str = ""
     abort: bool = False  # the answer is incomplete: end so that the client knows (no clean close)
+    # the client may still be sending (a request body not read to its end, a head cut short):
+    # close our direction only and discard what comes for a while (see ClientProtocol._linger)
+    linger: bool = False
 
-    def __init__(self, reason: str = "", abort: bool = False) -> None:
+    def __init__(self, reason: str = "", abort: bool = False, linger: bool = False) -> None:
         self.reason = reason
         self.abort = abort
+        self.linger = linger
 
 
 @dataclass(slots=True, init=False)
@@ -1037,7 +1041,8 @@ class Exchange:
         self._req = None
         if req.close_after or self._last_before_eof():
             self._enter(Phase.CLOSING)
-            self._out.append(CloseClient("connection: close" if not self._client_eof else "client closed"))
+            self._out.append(CloseClient("connection: close" if not self._client_eof else "client closed",
+                                         linger=self._may_send(req)))
             return
         self._enter(Phase.READ_HEAD)
 
@@ -1079,7 +1084,7 @@ class Exchange:
             self._req = None
             self._drop_client_input()
             self._enter(Phase.CLOSING)
-            self._out.append(CloseClient(reason))
+            self._out.append(CloseClient(reason, linger=self._may_send(req)))
             return
         if req is not None and req.complete:
             self._req = None
@@ -1111,6 +1116,12 @@ class Exchange:
             self._out.append(CloseClient(reason, abort=req.response_started))
             return
         self._answer(status, reason, server=False, close=True)
+
+    def _may_send(self, req: _Request | None) -> bool:
+        """Closing: the client may still be sending, a body not read to its end or a head cut short."""
+        if self._client_eof:
+            return False
+        return req is None or (req.head.body is not BodyKind.NONE and not req.complete)
 
     def _last_before_eof(self) -> bool:
         """The client has half-closed and sent no request after the current one (all it sent is parsed)."""

@@ -680,8 +680,22 @@ def test_connect_is_501_and_closes():
     acts = ex.receive_client(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\nthe tunnel's bytes")
     (respond,) = [a for a in acts if isinstance(a, Respond)]
     assert respond.status == 501 and respond.close and b"Allow" not in respond.data
-    assert acts[-1] == CloseClient("CONNECT is not supported")
+    assert acts[-1] == CloseClient("CONNECT is not supported", linger=True)  # the client may send on
     assert not any(isinstance(a, OpenServer) for a in acts)
+
+
+def test_closing_lingers_only_while_the_client_may_still_be_sending():
+    deny = (route(path_prefix="/admin", respond=403),)
+    # a body not read to its end: the client is still sending it
+    acts = make(routes=deny, pool=None).receive_client(b"POST /admin HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\nabc")
+    assert acts[-1] == CloseClient("route #0(prefix=/admin)", linger=True)
+    # the whole request is in, and the client asked for the close: nothing more is coming
+    acts = make(routes=deny, pool=None).receive_client(b"GET /admin HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert acts[-1] == CloseClient("route #0(prefix=/admin)")
+    # the client has half-closed: it sends nothing more either
+    ex = make(routes=deny, pool=None)
+    ex.receive_client(b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert ex.client_eof()[-1] == CloseClient("client closed")
 
 
 def test_route_respond_and_404_keep_alive():
