@@ -915,6 +915,10 @@ class ClientProtocol(Timed):
                 if not p.timeout_client:
                     return None
                 return "client", max(self.server_activity, self.client_activity) + p.timeout_client
+            if not self.backpressure and ex.awaiting_client_body:
+                # the real server takes what comes and waits for the rest: a stall is the
+                # client's (408, as NGINX's client_body_timeout), not a 504 on the server
+                return ("client", self.client_activity + p.timeout_client) if p.timeout_client else None
             if not p.timeout_server:
                 return None
             return "server", max(self.server_activity, self.client_activity) + p.timeout_server

@@ -274,6 +274,14 @@ def _chunk(out: list, send: type, data: bytes) -> None:
         out.append(send(b"\r\n"))
 
 
+def _expects_continue(head: RequestHead) -> bool:
+    """The request has `Expect: 100-continue` (RFC 9110 §10.1.1)."""
+    for value in get_all(head.headers, b"expect"):
+        if b"100-continue" in value.lower():
+            return True
+    return False
+
+
 @dataclass(slots=True, init=False)
 class _Request:
     head: RequestHead
@@ -295,6 +303,7 @@ class _Request:
     last_chunk: bytes | None = None  # a chunked body without data, as sent (a retry resends it)
     set_cookie: bytes | None = None  # persistence cookie added to the response
     one_shot: bool = False  # sent with `Connection: close`: the server connection is not reused
+    continued: bool = False  # a 1xx (the real server's 100 Continue, say) has gone to the client
 
     def __init__(self, head: RequestHead, match: RouteMatch, facts: AccessFacts) -> None:
         self.head = head
@@ -316,6 +325,7 @@ class _Request:
         self.last_chunk = None
         self.set_cookie = None
         self.one_shot = False
+        self.continued = False
 
 
 class Exchange:
@@ -384,6 +394,16 @@ class Exchange:
     def head_in_progress(self) -> bool:
         """Part of a request head has arrived (the http-request timeout applies)."""
         return self._parser.in_head or (bool(self._queue) and self.phase is Phase.READ_HEAD)
+
+    @property
+    def awaiting_client_body(self) -> bool:
+        """The request body is still on its way from the client and no answer has begun: a
+        wait now is the client's (the real server waits for the body too)."""
+        req = self._req
+        if req is None or req.complete or req.response is not None or self.phase is Phase.CONNECT:
+            return False
+        # (`Expect: 100-continue`: the client may wait for the real server's 100 before its body)
+        return req.sent_body or req.continued or not _expects_continue(req.head)
 
     # -- inputs --------------------------------------------------------------------------------
     def receive_client(self, data: bytes) -> list[Action]:
@@ -948,6 +968,7 @@ class Exchange:
                 # a 1xx has no body: framing fields on it (which no server may send) do not go on
                 headers = without(strip_hop_by_hop(resp.headers), _FRAMING_FIELDS)
                 self._out.append(SendToClient(serialize(start, headers)))
+            req.continued = True
             return
         if resp.status == 101:
             ok, why = may_tunnel(

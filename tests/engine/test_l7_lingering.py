@@ -89,3 +89,54 @@ async def test_lingering_ends_when_the_client_goes_quiet(appliance_factory):
     assert app.stats.vs("web").conn_current == 0
     assert time.monotonic() - started < 2.0
     writer.close()
+
+
+async def _silent_server() -> asyncio.AbstractServer:
+    """A real server that reads what comes and never answers."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await asyncio.wait_for(reader.read(65536), 20):
+                pass
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+STALL_PROFILE = '[profile.stall]\ntype = "http"\ntimeout_client = "300ms"\ntimeout_server = "1500ms"\n'
+
+
+async def test_a_client_stalling_in_its_body_times_out_as_the_client(appliance_factory, caplog):
+    # the real server waits for the rest of the body: the wait is the client's (408, timeout_client),
+    # not the server's (504 after timeout_server, and an error counted against it)
+    server = await _silent_server()
+    port = free_port()
+    app = await appliance_factory(config(port, {"web": [server.sockets[0].getsockname()[1]]}, profile="stall")
+                                  + STALL_PROFILE)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    writer.write(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)  # and stalls
+    answer = await asyncio.wait_for(reader.read(), 5)
+    took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:40]
+    assert 0.3 < took < 2.0, took
+    assert app.stats.server("web", "web0").errors.get("timeout", 0) == 0
+    writer.close()
+    # with the whole request in, the server's silence is the server's: 504 after timeout_server
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    writer.write(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n" + b"x" * 10)
+    answer = await asyncio.wait_for(reader.read(), 6)
+    assert answer.startswith(b"HTTP/1.1 504 ") and time.monotonic() - started > 1.4, answer[:40]
+    writer.close()
+    # a client waiting for the real server's 100 Continue before its body is not the one stalling
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    writer.write(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 6)
+    assert answer.startswith(b"HTTP/1.1 504 ") and time.monotonic() - started > 1.4, answer[:40]
+    writer.close()
+    server.close()

@@ -1087,3 +1087,21 @@ def test_a_close_delimited_body_ends_cleanly_only_with_a_clean_close(error):
         assert kinds(acts) == ["ReleaseServer", "Count", "RequestDone", "CloseClient"]
         assert acts[1].name == "server_aborted" and acts[1].detail == error  # an error, logged with the server
         assert acts[-1] == CloseClient(error, abort=True) and acts[2].facts.reason == error
+
+
+def test_whose_wait_it_is_while_a_request_body_is_due():
+    # a body on its way: the client's (the driver's timeout_client applies, not timeout_server)
+    ex = make()
+    _connect(ex, b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab")
+    assert ex.awaiting_client_body
+    ex.receive_client(b"cd")
+    assert not ex.awaiting_client_body  # all in: now the real server's
+    # Expect: 100-continue: the client may wait for the real server's 100 first
+    ex = make()
+    _connect(ex, b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-Continue\r\n\r\n")
+    assert not ex.awaiting_client_body
+    ex.receive_server(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert ex.awaiting_client_body  # it has its 100: the body is due
+    # an answer that has begun is the real server's to finish
+    ex.receive_server(b"HTTP/1.1 413 Too Large\r\nContent-Length: 10\r\n\r\n")
+    assert not ex.awaiting_client_body
