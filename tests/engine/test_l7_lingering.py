@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 
 from tests.conftest import free_port
@@ -19,14 +20,17 @@ DENY = '{ path_prefix = "/admin", respond = 403 }'
 BODY = 8 << 20  # far more than the kernel's buffers on the way take
 
 
-def _upload_then_read(port: int, body: int, chunk: int = 256 << 10, pause: float = 0.0) -> tuple[bytes, str]:
-    """Send a request with a `body`-byte body in full (`chunk` bytes every `pause` s), and only
-    then read: (what came back, how reading ended). Bounded: 20 s."""
+def upload_then_read(port: int, body: int, chunk: int = 256 << 10, pause: float = 0.0,
+                     tls: ssl.SSLContext | None = None) -> tuple[bytes, str]:
+    """Send a request with a `body`-byte body in full (`chunk` bytes every `pause` s; over TLS
+    with `tls`), and only then read: (what came back, how it ended). Bounded: 20 s."""
     c = socket.create_connection(("127.0.0.1", port))
     c.settimeout(5)
     started = time.monotonic()
     try:
-        c.sendall(b"POST /admin/upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % body)
+        if tls is not None:
+            c = tls.wrap_socket(c, server_hostname="localhost")
+        c.sendall(b"POST /admin/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % body)
         sent = 0
         while sent < body and time.monotonic() - started < 20:
             n = min(chunk, body - sent)
@@ -49,7 +53,7 @@ def _upload_then_read(port: int, body: int, chunk: int = 256 << 10, pause: float
 async def test_a_client_sending_its_whole_body_before_reading_gets_the_answer(appliance_factory):
     port = free_port()
     app = await appliance_factory(config(port, {"web": [free_port()]}, routes=DENY))
-    got, end = await asyncio.to_thread(_upload_then_read, port, BODY)
+    got, end = await asyncio.to_thread(upload_then_read, port, BODY)
     assert got.startswith(b"HTTP/1.1 403 Forbidden\r\n") and end == "eof", (got[:40], end)
     assert b"Connection: close\r\n" in got
     assert app.stats.vs("web").bytes_in >= BODY  # read, and dropped
@@ -66,7 +70,7 @@ async def test_lingering_is_bounded_for_a_client_that_never_stops_sending(applia
     app = await appliance_factory(config(port, {"web": [free_port()]}, routes=DENY, profile="quick")
                                   + '[profile.quick]\ntype = "http"\ntimeout_client = "500ms"\n')
     started = time.monotonic()
-    got, end = await asyncio.to_thread(_upload_then_read, port, 1 << 40, 4096, 0.01)
+    got, end = await asyncio.to_thread(upload_then_read, port, 1 << 40, 4096, 0.01)
     took = time.monotonic() - started
     assert end in ("ConnectionResetError", "BrokenPipeError"), end
     assert 0.4 < took < 3.0, took

@@ -26,6 +26,7 @@ from adc.config.model import CertificatePair, ClientSSL
 from adc.tls.contexts import build_client_ssl
 from adc.tls.termination import terminating
 from tests.conftest import free_port, no_adc_cycles
+from tests.engine.test_l7_lingering import upload_then_read
 from tests.tls.conftest import bio_client, write_crl
 
 
@@ -1058,29 +1059,6 @@ def test_adc_check_reports_mismatched_key_and_expired_certificate(tmp_path, pki,
     )
 
 
-def _tls_upload_then_read(port: int, ctx: ssl.SSLContext, body: int) -> tuple[bytes, str]:
-    """Over TLS: a request with a `body`-byte body sent in full, and only then read (bounded: 20 s)."""
-    import time
-
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-            ctx.wrap_socket(raw, server_hostname="localhost") as c:
-        try:
-            c.sendall(b"POST /admin HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % body)
-            chunk = b"x" * (256 << 10)
-            for _ in range(body // len(chunk)):
-                c.sendall(chunk)
-            got = b""
-            while time.monotonic() - started < 20:
-                data = c.recv(65536)
-                if not data:
-                    return got, "eof"
-                got += data
-            return got, "time"
-        except OSError as exc:
-            return b"", exc.__class__.__name__
-
-
 async def test_a_tls_client_sending_its_whole_body_before_reading_gets_the_answer(appliance_factory, pki):
     # lingering close under TLS: close_notify after the answer, the client's records read and dropped
     port = free_port()
@@ -1093,5 +1071,5 @@ routes = [{{ path_prefix = "/admin", respond = 403 }}]
 [pool.p]
 servers = [{{ name = "c1", address = "127.0.0.1:{free_port()}" }}]
 """)
-    got, end = await asyncio.to_thread(_tls_upload_then_read, port, client_ctx(pki), 8 << 20)
+    got, end = await asyncio.to_thread(upload_then_read, port, 8 << 20, tls=client_ctx(pki))
     assert got.startswith(b"HTTP/1.1 403 Forbidden\r\n") and end == "eof", (got[:40], end)
