@@ -182,7 +182,7 @@ class CloseClient:
     reason: str = ""
     abort: bool = False  # the answer is incomplete: end so that the client knows (no clean close)
     # the client may still be sending (a request body not read to its end, a head cut short):
-    # close our direction only and discard what comes for a while (see ClientProtocol._linger)
+    # close our direction only and discard what comes for a while (see ClientProtocol._close_client)
     linger: bool = False
 
     def __init__(self, reason: str = "", abort: bool = False, linger: bool = False) -> None:
