@@ -34,7 +34,7 @@ log = logging.getLogger("adc.relay")
 WRITE_HIGH_WATER_BYTES = 256 * 1024
 FIN_DRAIN_POLL_SECONDS = 0.01  # how often a pending half-close checks the write buffer
 CLOSE_LINGER_SECONDS = 30.0  # how long a closing transport may flush to a peer that takes nothing (no idle timeout set)
-_UNSEEN = 1 << 62  # a write buffer's size not looked at yet
+_UNSEEN = 1 << 62  # what a side had unsent, not looked at yet
 
 # Linux: the bytes in a socket's send queue not yet acknowledged by the peer (= SIOCOUTQ)
 _OUTQ = getattr(termios, "TIOCOUTQ", 0)
@@ -84,9 +84,9 @@ def close_watched(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport,
 
 
 def _linger(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, period: float, last: int) -> None:
-    """A closed transport still flushing its buffer: look again after `period` while the buffer
-    shrinks (its peer reads, if slowly), reset it once a whole period passes without (a peer
-    that reads nothing must not keep the connection and its buffer for ever, uncounted).
+    """A closed transport still flushing its buffer: look again after `period` while what it has
+    unsent shrinks (its peer reads, if slowly), reset it once a whole period passes without (a
+    peer that reads nothing must not keep the connection and its buffer for ever, uncounted).
 
     A buffer found empty has drained and the transport closed: nothing more, its descriptor
     may belong to another connection already.
@@ -172,7 +172,7 @@ class _Side(Dialled):
         self.paused_peer = False
         self.fin_sent = False  # we half-closed this transport
         self.fin_timer: asyncio.TimerHandle | None = None  # waiting for its buffer to drain
-        self.buffered = _UNSEEN  # its write buffer's size when the idle deadline last looked
+        self.buffered = _UNSEEN  # what it had unsent (see `unsent`) when the idle deadline last looked
 
     # The transport may come through connection_made (a fresh connection) or through
     # Relay.attach (a transport handed over by the Layer-7 engine via set_protocol).

@@ -703,11 +703,11 @@ class ClientProtocol(Timed):
         self._flush_writes()
         self.closed = True
         t = self.transport
-        if t is not None and action.abort:
+        if t is None:
+            return
+        if action.abort:
             # an incomplete answer: a reset (no FIN, no close_notify) tells the client so
             reset(t)
-            return
-        if t is None:
             return
         if action.linger and t.can_write_eof():
             # The client is still sending (a body nobody will read): closing now would answer
