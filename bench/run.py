@@ -46,6 +46,11 @@ PROXY_CPU = "0"
 LOAD_CPU = "1"
 TOOLS = ("bulk", "srv", "connrate", "wsclient")
 TARGETS = ("direct", "haproxy", "adc")
+# Measuring devices run beside adc on the new wss connection rows (bench/floor.py): what each leaves out
+FLOORS = {
+    "floor": "adc's TLS layer and a byte relay, no HTTP: bench/floor.py",
+    "floor-http": "the floor plus the least HTTP work of a Layer-7 proxy, interpreted: bench/floor.py --http",
+}
 SERVER_LIFETIME = 900  # seconds; real servers exit by themselves after this
 NOFILE_WANTED = 20000
 
@@ -475,14 +480,15 @@ class Proxy:
 
 @contextmanager
 def proxy(target: str, mode: str, backend_port: int, tls: tuple[Path, Path, Path] | None = None) -> Iterator[Proxy]:
-    """Start `target` (direct, haproxy, adc or floor) in L4 ('tcp') or L7 ('http') mode in front of a real server."""
+    """Start `target` (direct, haproxy, adc, floor or floor-http) in L4 ('tcp') or L7 ('http') mode in front of a real server."""
     if target == "direct":
         yield Proxy(target, backend_port, None)
         return
     port = free_port()
-    if target == "floor":  # adc's TLS layer and a byte relay (bench/floor.py): new wss connections only
+    if target in FLOORS:  # measuring devices (bench/floor.py): new wss connections only
         assert tls is not None and mode == "http"
-        argv = [sys.executable, BENCH / "floor.py", port, backend_port, tls[0], tls[1]]
+        argv = [sys.executable, BENCH / "floor.py", *(["--http"] if target == "floor-http" else []),
+                port, backend_port, tls[0], tls[1]]
     elif target == "haproxy":
         cfg = RUN / f"haproxy-{mode}{'-tls' if tls else ''}.cfg"
         cfg.write_text(haproxy_config(mode, port, backend_port, tls[2] if tls else None))
@@ -497,7 +503,7 @@ def proxy(target: str, mode: str, backend_port: int, tls: tuple[Path, Path, Path
         argv = [sys.executable, "-m", "adc", "run", cfg]
     cmd = pinned(PROXY_CPU, argv)
     note_command(cmd, f"{target} under test")
-    if target != "floor":
+    if target not in FLOORS:
         CONFIGS[rel(cfg)] = cfg.read_text()
     logf = RUN / f"{target}.log"
     proc = PROCS.start(cmd, log_path=logf, env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -796,8 +802,9 @@ class Bench:
                 r = last_json(out)
                 return Sample(r["per_s"] or None, r, pcpu, ccpu, f"{r['errors']} errors" if r["errors"] else "")
 
-            # the floor (bench/floor.py) runs beside adc: what the runtime and TLS layer cost without the engine
-            targets = self.targets + (["floor"] if "adc" in self.targets else [])
+            # the floors (bench/floor.py) run beside adc: what the runtime and TLS layer cost without the
+            # engine, and with the least HTTP work any Layer-7 proxy does
+            targets = self.targets + (list(FLOORS) if "adc" in self.targets else [])
             run_rows([(row, conn)], "http", "ws", targets, self.handshake_reps, tls=self.certs[name])
             row.note = "direct is plaintext ws (the real server has no TLS): it shows the load generator's ceiling"
             rows.append(row)
@@ -848,21 +855,28 @@ def paired_ratios(row: Row) -> list[float]:
 
 
 def floor_cell(row: Row) -> str:
-    """The floor's figure (bench/floor.py) and where adc stands between it and HAProxy."""
-    f, a, h = row.samples.get("floor"), row.samples.get("adc"), row.samples.get("haproxy")
-    if not f or f.value is None:
-        return ""
-    out = f"floor (adc's TLS layer and a byte relay, no HTTP: bench/floor.py) {fmt(f.value)} {row.unit}"
-    if f.proxy_cpu is not None:
-        out += f" at proxy {f.proxy_cpu:.0%}"
-    if h and h.value:
-        out += f", floor/HAProxy {f.value / h.value:.2f}×"
-    if a and a.value is not None:
-        out += f", adc/floor {a.value / f.value:.2f}×"
-        per_cpu = cpu_ratio(row, "adc", "floor")
-        if per_cpu is not None:
-            out += f" ({per_cpu:.2f}× per second of proxy CPU)"
-    return out
+    """The floors' figures (bench/floor.py) and where adc stands between them and HAProxy."""
+    a, h = row.samples.get("adc"), row.samples.get("haproxy")
+    cells = []
+    for name, what in FLOORS.items():
+        f = row.samples.get(name)
+        if not f or f.value is None:
+            continue
+        out = f"{name} ({what}) {fmt(f.value)} {row.unit}"
+        if f.proxy_cpu is not None:
+            out += f" at proxy {f.proxy_cpu:.0%}"
+        if h and h.value:
+            out += f", {name}/HAProxy {f.value / h.value:.2f}×"
+            per_cpu = cpu_ratio(row, name)
+            if per_cpu is not None:
+                out += f" ({per_cpu:.2f}× per second of proxy CPU)"
+        if a and a.value is not None:
+            out += f", adc/{name} {a.value / f.value:.2f}×"
+            per_cpu = cpu_ratio(row, "adc", name)
+            if per_cpu is not None:
+                out += f" ({per_cpu:.2f}× per second of proxy CPU)"
+        cells.append(out)
+    return " · ".join(cells)
 
 
 def verdict(row: Row) -> str:
