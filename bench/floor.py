@@ -14,10 +14,11 @@ no timeouts, nothing but flow control between the two sides.
 
 With `--http` it is the HTTP floor: the least any HTTP/1.1 proxy does for a WebSocket
 upgrade, in plain (interpreted) Python. The first request head is parsed (httptools, as
-adc does) and forwarded rebuilt with X-Forwarded-For and X-Forwarded-Proto; the first
-response head is parsed and forwarded rebuilt; then bytes are relayed. No routing, no
-checks, no pools, timers or statistics, and only the first request of a connection is
-parsed: it measures the parsing and rebuilding every Layer-7 proxy pays, not a proxy.
+adc does) and forwarded rebuilt with X-Forwarded-For (the client's address) and
+X-Forwarded-Proto; the first response head is parsed and forwarded rebuilt; then bytes
+are relayed. No routing, no checks, no pools, timers or statistics, and only the first
+request of a connection is parsed: it measures the parsing and rebuilding every Layer-7
+proxy pays, not a proxy.
 """
 
 from __future__ import annotations
@@ -165,13 +166,19 @@ class HttpClient(Client, HttpHead):
     def __init__(self, server_port: int) -> None:
         Client.__init__(self, server_port)
         HttpHead.__init__(self, httptools.HttpRequestParser(self))
+        self.forwarded = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.forwarded = b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: https\r\n" % (
+            transport.get_extra_info("peername")[0].encode("ascii"))
 
     def on_url(self, url: bytes) -> None:
         assert self.parser is not None
         self.head.append(b"%s %s HTTP/1.1\r\n" % (self.parser.get_method(), url))
 
     def on_headers_complete(self) -> None:
-        self.head.append(b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: https\r\n")
+        self.head.append(self.forwarded)
 
     def data_received(self, data: bytes) -> None:
         relayed = self.rebuilt(data)
