@@ -36,6 +36,7 @@ from adc.tls.contexts import build_client_ssl
 from adc.tls.termination import terminating
 
 HIGH_WATER = 256 * 1024  # a side whose write buffer holds this much stops the other side's reading
+MAX_HEAD_BYTES = 32 * 1024  # the HTTP floor: a longer head, or a malformed one, closes the connection
 
 
 class _Side:
@@ -79,6 +80,8 @@ class HttpHead:
     """The HTTP floor's head handling, for either side: the first head, once all of it has
     arrived, is parsed by httptools and rebuilt; what follows it is relayed as it is."""
 
+    transport: asyncio.Transport | None  # (the side's)
+
     def __init__(self, parser: Any) -> None:
         self.parser: Any = parser  # an httptools request or response parser; None once the head is out
         self.buffer = b""
@@ -94,14 +97,25 @@ class HttpHead:
         self.buffer += data
         end = self.buffer.find(b"\r\n\r\n")
         if end < 0:
+            if len(self.buffer) > MAX_HEAD_BYTES:
+                self._refuse()
             return None
         head, rest = self.buffer[:end + 4], self.buffer[end + 4:]
         try:
             self.parser.feed_data(head)
         except httptools.HttpParserUpgrade:
             pass
+        except httptools.HttpParserError:
+            self._refuse()
+            return None
         self.parser, self.buffer = None, b""
         return b"".join(self.head) + b"\r\n" + rest
+
+    def _refuse(self) -> None:
+        """No answer, as fits a measuring device: the connection just closes."""
+        self.buffer = b""
+        if self.transport is not None:
+            self.transport.close()
 
 
 class HttpRealServer(RealServer, HttpHead):

@@ -89,3 +89,22 @@ async def test_http_floor_forwards_the_head_rebuilt_with_forwarding_fields(pki):
     finally:
         server.close()
         _stop(proc)
+
+
+async def test_http_floor_closes_on_a_malformed_or_endless_head(pki):
+    """The HTTP floor keeps at most MAX_HEAD_BYTES of a head, and parses nothing it cannot."""
+    server, bport = await header_echo_server()
+    port = free_port()
+    proc = _floor(["--http"], port, bport, pki)
+    try:
+        await _listening(port, proc)
+        for sent in (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"GET /" + b"a" * 40_000):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx(pki),
+                                                           server_hostname="localhost")
+            writer.write(sent)
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+        assert proc.poll() is None
+    finally:
+        server.close()
+        _stop(proc)
